@@ -1,0 +1,258 @@
+"""One flat, primitive-typed config for every run, validated in one place before any compute.
+
+The same dataclass serves the notebooks (papermill parameters), the CLI (``--set key=value``)
+and the results store (its JSON is hashed into the run folder name). Every magic number is a
+named field with its source in a comment.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+DATASETS = ("boston", "mnist", "cifar10")
+METHODS = ("expert", "random", "prune", "search")
+EXPERTS = {"boston": ("mlp",), "mnist": ("lenet300", "lenet5"), "cifar10": ("darts_v2", "resnet")}
+SPACES = ("mlp", "conv")
+RELAXATIONS = ("softmax", "gumbel", "dirichlet")
+MLP_OPS = ("zero", "identity", "linear", "linear_relu", "linear_tanh", "linear_sigmoid")
+CONV_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
+            "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+
+
+def _choice(*allowed: str) -> dict:
+    return {"choices": allowed}
+
+
+def _range(lo: float | None = None, *, gt: bool = False, hi: float | None = None) -> dict:
+    return {"lo": lo, "gt": gt, "hi": hi}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A complete run: data, method, search space, relaxation, bilevel search, retraining."""
+    # --- what is run ---
+    dataset: str = field(default="boston", metadata=_choice(*DATASETS))
+    method: str = field(default="search", metadata=_choice(*METHODS))
+    expert: str = "mlp"                 # expert model (method expert/prune), see EXPERTS
+    space: str = field(default="mlp", metadata=_choice(*SPACES))
+    seed: int = field(default=0, metadata=_range(0))
+    # --- data ---
+    subset: int = field(default=0, metadata=_range(0))            # 0 = all training examples
+    valid_fraction: float = field(default=0.2, metadata=_range(0.0, gt=True, hi=0.9))
+    batch_size: int = field(default=64, metadata=_range(1))       # DARTS search batch 64
+    # --- search space ---
+    n_hidden: int = field(default=3, metadata=_range(1))          # MLP DAG hidden vertices
+    width: int = field(default=50, metadata=_range(1))            # MLP vertex width (expert: 50)
+    ops: tuple = ()                                               # () = the space's default ops
+    C: int = field(default=16, metadata=_range(1))                # DARTS search: 16 channels
+    layers: int = field(default=8, metadata=_range(1))            # DARTS search: 8 cells
+    n_nodes: int = field(default=4, metadata=_range(1))           # DARTS: 4 intermediate nodes
+    stem_multiplier: int = field(default=3, metadata=_range(1))   # DARTS: 3
+    # --- relaxation and structural prior lambda * R(Gamma) ---
+    relaxation: str = field(default="softmax", metadata=_choice(*RELAXATIONS))
+    simplex: str = field(default="edge", metadata=_choice("edge", "vertex"))
+    lam: float = field(default=0.0, metadata=_range(0.0))
+    beta0: float = field(default=0.5, metadata=_range(0.0, gt=True))  # Dirichlet prior; < 1 sparse
+    concentration: str = field(default="softplus", metadata=_choice("softplus", "elu1"))
+    gumbel_prior: str = field(default="kl", metadata=_choice("kl", "logp"))
+    tau_start: float = field(default=1.0, metadata=_range(0.0, gt=True))  # Gumbel temperature
+    tau_end: float = field(default=0.1, metadata=_range(0.0, gt=True))
+    tau_schedule: str = field(default="exp", metadata=_choice("exp", "linear", "constant"))
+    hard: bool = False                                            # straight-through Gumbel
+    # --- bilevel search ---
+    epochs: int = field(default=50, metadata=_range(1))           # DARTS: 50
+    order: int = field(default=1, metadata=_choice(1, 2))
+    hvp: str = field(default="finite", metadata=_choice("finite", "exact"))
+    xi: float | None = None                                       # None = current inner lr (DARTS)
+    fd_eps: float = field(default=0.01, metadata=_range(0.0, gt=True))  # DARTS eps = 0.01/||v||
+    w_lr: float = field(default=0.025, metadata=_range(0.0, gt=True))     # DARTS
+    w_lr_min: float = field(default=0.001, metadata=_range(0.0))          # DARTS cosine floor
+    w_momentum: float = field(default=0.9, metadata=_range(0.0, hi=1.0))
+    weight_decay: float = field(default=3e-4, metadata=_range(0.0))       # DARTS; = A / n_train
+    grad_clip: float = field(default=5.0, metadata=_range(0.0, gt=True))  # DARTS
+    arch_lr: float = field(default=3e-4, metadata=_range(0.0, gt=True))   # DARTS Adam
+    arch_beta1: float = field(default=0.5, metadata=_range(0.0, hi=1.0))
+    arch_beta2: float = field(default=0.999, metadata=_range(0.0, hi=1.0))
+    arch_weight_decay: float = field(default=1e-3, metadata=_range(0.0))
+    learned_precision: bool = False                               # learn A on the outer level
+    precision_lr: float = field(default=1e-2, metadata=_range(0.0, gt=True))
+    # --- discretization ---
+    top_k: int = field(default=0, metadata=_range(0))             # 0 = space default (conv: 2)
+    prune_threshold: float = field(default=0.0, metadata=_range(0.0, hi=1.0))
+    param_budget: int = field(default=0, metadata=_range(0))      # 0 = no budget
+    random_samples: int = field(default=8, metadata=_range(1))    # random search: architectures
+    # --- retraining the derived network ---
+    retrain_epochs: int = field(default=100, metadata=_range(1))
+    retrain_lr: float = field(default=0.025, metadata=_range(0.0, gt=True))
+    retrain_optimizer: str = field(default="sgd", metadata=_choice("sgd", "adam"))
+    retrain_weight_decay: float = field(default=3e-4, metadata=_range(0.0))
+    retrain_batch: int = field(default=96, metadata=_range(1))    # DARTS retrain: 96
+    retrain_layers: int = field(default=20, metadata=_range(1))   # DARTS retrain: 20 cells
+    retrain_C: int = field(default=36, metadata=_range(1))        # DARTS retrain: 36 channels
+    cutout: int = field(default=0, metadata=_range(0))            # DARTS retrain: 16
+    drop_path: float = field(default=0.0, metadata=_range(0.0, hi=0.99))  # DARTS retrain: 0.2
+    auxiliary_weight: float = field(default=0.0, metadata=_range(0.0))    # DARTS retrain: 0.4
+    # --- execution ---
+    device: str = "cpu"                                           # cpu | cuda | cuda:N | auto
+    deterministic: bool = True
+    threads: int = field(default=2, metadata=_range(1))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Config":
+        return make_config(**data)
+
+    def replace(self, **changes: Any) -> "Config":
+        return make_config(**{**self.to_dict(), **changes})
+
+    @property
+    def op_names(self) -> tuple[str, ...]:
+        return tuple(self.ops) or (MLP_OPS if self.space == "mlp" else CONV_OPS)
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the parameter and what is allowed."""
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_HINTS = typing.get_type_hints(Config)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check the type of one value (papermill and YAML give ints for floats, lists for tuples)."""
+    hint = _HINTS[name]
+    if hint is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name} must be a list of op names, got {value!r}")
+        return tuple(value)
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    if optional:
+        if value is None:
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _check_field(name: str, value: Any) -> None:
+    meta = FIELDS[name].metadata
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{name}={value!r} is not allowed; allowed values: "
+                          + ", ".join(map(repr, meta["choices"])) + _suggest(value, meta["choices"]))
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if value is None or lo is None and hi is None:
+        return
+    if lo is not None and (value < lo or (meta["gt"] and value == lo)):
+        raise ConfigError(f"{name}={value!r} must be {'>' if meta['gt'] else '>='} {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{name}={value!r} must be <= {hi}")
+
+
+def _suggest(word: Any, options) -> str:
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_cross(cfg: Config) -> None:
+    experts = EXPERTS[cfg.dataset]
+    if cfg.method in ("expert", "prune") and cfg.expert not in experts:
+        raise ConfigError(f"expert={cfg.expert!r} is not an expert model for {cfg.dataset}; "
+                          f"allowed: {', '.join(experts)}" + _suggest(cfg.expert, experts))
+    if cfg.dataset == "boston" and cfg.space != "mlp":
+        raise ConfigError("space='conv' needs image data; boston allows space='mlp' only")
+    allowed_ops = MLP_OPS if cfg.space == "mlp" else CONV_OPS
+    for op in cfg.ops:
+        if op not in allowed_ops:
+            raise ConfigError(f"ops: unknown op {op!r} for space={cfg.space!r}; allowed: "
+                              + ", ".join(allowed_ops) + _suggest(op, allowed_ops))
+    if cfg.ops and len(set(cfg.ops)) != len(cfg.ops):
+        raise ConfigError(f"ops has duplicates: {list(cfg.ops)}")
+    if cfg.ops and all(op in ("zero", "none") for op in cfg.ops):
+        raise ConfigError("ops must contain at least one op besides zero/none")
+    max_k = min(2, cfg.n_nodes + 1) if cfg.space == "conv" else cfg.n_hidden
+    if cfg.top_k > max_k:
+        raise ConfigError(f"top_k={cfg.top_k} is larger than the in-degree of a vertex in this "
+                          f"space ({max_k}); use 0 (space default) to {max_k}")
+    if cfg.learned_precision and cfg.order != 2:
+        raise ConfigError("learned_precision=True needs order=2: the validation loss depends on "
+                          "the precisions A only through the unrolled weights W' (method.md 2)")
+    if cfg.order == 2 and cfg.xi == 0:
+        raise ConfigError("order=2 with xi=0 is the first-order method; use order=1 or xi > 0")
+    if cfg.xi is not None and cfg.xi < 0:
+        raise ConfigError(f"xi={cfg.xi} must be >= 0 (or None for the inner learning rate)")
+    if cfg.order == 2 and cfg.method != "search":
+        raise ConfigError(f"order=2 applies to method='search' only, not method={cfg.method!r}")
+    if cfg.tau_end > cfg.tau_start:
+        raise ConfigError(f"tau_end={cfg.tau_end} must be <= tau_start={cfg.tau_start}")
+    if cfg.w_lr_min > cfg.w_lr:
+        raise ConfigError(f"w_lr_min={cfg.w_lr_min} must be <= w_lr={cfg.w_lr}")
+    if cfg.hard and cfg.relaxation != "gumbel":
+        raise ConfigError(f"hard=True is straight-through Gumbel; relaxation={cfg.relaxation!r}")
+    check_device(cfg.device)
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, naming what it has."""
+    import torch
+
+    if device in ("cpu", "auto"):
+        return
+    if device == "cuda" or device.startswith("cuda:"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device and device.split(":")[1].isdigit() else 0
+        if count == 0:
+            raise ConfigError(f"device={device!r}: no CUDA GPU is available on this machine; "
+                              "use device='cpu' (or 'auto')")
+        if index >= count:
+            raise ConfigError(f"device={device!r}: only {count} CUDA device(s) here")
+        return
+    raise ConfigError(f"device={device!r} is not allowed; use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+
+
+def make_config(**values: Any) -> Config:
+    """Build a validated :class:`Config`; unknown keys are refused with the closest valid name."""
+    for key in values:
+        if key not in FIELDS:
+            raise ConfigError(f"unknown parameter {key!r}" + _suggest(key, FIELDS)
+                              + "; see relnas.config.Config for the fields")
+    coerced = {k: _coerce(k, v) for k, v in values.items()}
+    for key, value in coerced.items():
+        _check_field(key, value)
+    cfg = Config(**coerced)
+    _check_cross(cfg)
+    return cfg
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device

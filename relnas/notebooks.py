@@ -1,0 +1,60 @@
+"""Execute the experiment notebooks with papermill and store them with stable metadata.
+
+``make reproduce`` calls :func:`execute` on each notebook in place: the notebook runs in a
+fresh ``python3`` kernel with its own folder as working directory, into a temporary file that
+replaces the original only when every cell succeeded. Timestamps that papermill and Jupyter write
+into the metadata are removed so that a rerun does not churn diffs.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+VOLATILE_CELL_KEYS = ("papermill", "execution")
+KEEP_NOTEBOOK_PAPERMILL = ("parameters", "default_parameters")
+
+
+def strip_volatile(nb) -> None:
+    """Remove timestamps and durations (papermill, Jupyter) from an nbformat notebook in place."""
+    for cell in nb.cells:
+        for key in VOLATILE_CELL_KEYS:
+            cell.metadata.pop(key, None)
+    pm = nb.metadata.get("papermill")
+    if pm is not None:
+        kept = {k: pm[k] for k in KEEP_NOTEBOOK_PAPERMILL if k in pm}
+        nb.metadata["papermill"] = kept
+    nb.metadata.pop("widgets", None)
+
+
+def execute(path: str | os.PathLike, output: str | os.PathLike | None = None,
+            parameters: Mapping[str, Any] | None = None, *, timeout: int = 1800,
+            log_output: bool = True) -> float:
+    """Run ``path`` through papermill into ``output`` (default: in place). Returns seconds taken.
+
+    The output is written to a temporary file first and renamed over the target only after a
+    successful run, so a failing notebook never replaces a good committed one; the failed
+    notebook is kept next to it as ``<name>.failed.ipynb`` for inspection.
+    """
+    import nbformat
+    import papermill as pm
+
+    path = Path(path).resolve()
+    output = Path(output).resolve() if output else path
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".ipynb", dir=output.parent)
+    os.close(fd)
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(path), tmp, parameters=dict(parameters or {}), kernel_name="python3",
+                            cwd=str(path.parent), progress_bar=False, log_output=log_output,
+                            execution_timeout=timeout)
+    except BaseException:
+        os.replace(tmp, output.with_suffix(".failed.ipynb"))
+        raise
+    nb = nbformat.read(tmp, as_version=4)
+    strip_volatile(nb)
+    nbformat.write(nb, tmp)
+    os.replace(tmp, output)
+    return time.perf_counter() - start
