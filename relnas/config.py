@@ -43,7 +43,7 @@ class Config:
     seed: int = field(default=0, metadata=_range(0))
     # --- data ---
     subset: int = field(default=0, metadata=_range(0))            # 0 = all training examples
-    valid_fraction: float = field(default=0.2, metadata=_range(0.0, gt=True, hi=0.9))
+    valid_fraction: float = field(default=0.0, metadata=_range(0.0, hi=0.9))  # 0 = dataset default
     batch_size: int = field(default=64, metadata=_range(1))       # DARTS search batch 64
     # --- search space ---
     n_hidden: int = field(default=3, metadata=_range(1))          # MLP DAG hidden vertices
@@ -73,7 +73,7 @@ class Config:
     w_lr: float = field(default=0.025, metadata=_range(0.0, gt=True))     # DARTS
     w_lr_min: float = field(default=0.001, metadata=_range(0.0))          # DARTS cosine floor
     w_momentum: float = field(default=0.9, metadata=_range(0.0, hi=1.0))
-    weight_decay: float = field(default=3e-4, metadata=_range(0.0))       # DARTS; = A / n_train
+    weight_decay: float = field(default=3e-4, metadata=_range(0.0, gt=True))  # DARTS; = A/n_train
     grad_clip: float = field(default=5.0, metadata=_range(0.0, gt=True))  # DARTS
     arch_lr: float = field(default=3e-4, metadata=_range(0.0, gt=True))   # DARTS Adam
     arch_beta1: float = field(default=0.5, metadata=_range(0.0, hi=1.0))
@@ -185,6 +185,9 @@ def _check_cross(cfg: Config) -> None:
     if cfg.method in ("expert", "prune") and cfg.expert not in experts:
         raise ConfigError(f"expert={cfg.expert!r} is not an expert model for {cfg.dataset}; "
                           f"allowed: {', '.join(experts)}" + _suggest(cfg.expert, experts))
+    if cfg.method == "prune" and cfg.param_budget <= 0:
+        raise ConfigError("method='prune' needs param_budget > 0: the parameter count to prune "
+                          "the expert model to (the derived model's count)")
     if cfg.dataset == "boston" and cfg.space != "mlp":
         raise ConfigError("space='conv' needs image data; boston allows space='mlp' only")
     allowed_ops = MLP_OPS if cfg.space == "mlp" else CONV_OPS

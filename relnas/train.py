@@ -8,11 +8,13 @@ task's loss and metric (regression: MSE / RMSE; classification: cross-entropy / 
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from relnas.data import batches
 
 REGRESSION, CLASSIFICATION = "regression", "classification"
 
@@ -33,17 +35,6 @@ def loss_function(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Ten
     if task == CLASSIFICATION:
         return F.cross_entropy
     raise ValueError(f"task must be {REGRESSION!r} or {CLASSIFICATION!r}, got {task!r}")
-
-
-def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, *,
-            generator: torch.Generator | None = None, shuffle: bool = True,
-            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches of in-memory tensors; the order depends only on ``generator``'s state."""
-    n = x.shape[0]
-    order = torch.randperm(n, generator=generator).to(x.device) if shuffle else torch.arange(n, device=x.device)
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        yield x[idx], y[idx]
 
 
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:

@@ -1,0 +1,147 @@
+"""Run one config end to end: search -> derive -> retrain -> evaluate -> results store.
+
+``run(cfg)`` is the single entry point of the notebooks and the CLI. The config is validated
+and the results folder checked before any compute; a finished config is a cache hit; every
+phase resumes from its last checkpoint (``relnas.phases``).
+
+Methods (``cfg.method``, method.md 5):
+
+- ``expert``: train the expert model ``cfg.expert``;
+- ``search``: bilevel search in the space, derive, retrain the derived network from scratch
+  (DARTS: ``relaxation="softmax", lam=0``; relnas: Dirichlet / Gumbel with ``lam`` > 0);
+- ``random``: ``random_samples`` random architectures of the same space, each trained for
+  ``epochs / random_samples`` epochs (the search budget), the best on validation retrained;
+- ``prune``: train the expert model, keep its ``param_budget`` largest-magnitude weights
+  (global magnitude pruning, Han et al. 2015), fine-tune with the mask for a quarter of
+  ``retrain_epochs``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from relnas import derive, experts, phases, store
+from relnas.config import Config, make_config
+from relnas.phases import Task
+
+
+def run(cfg: Config | Mapping[str, Any], *, results_dir: str | Path | None = None,
+        recompute: bool = False, progress: bool = False, wait: float = 0.0) -> dict[str, Any]:
+    """Run (or load) ``cfg``; returns ``{"config", "metrics", "history", "dir", "cached"}``."""
+    cfg = cfg if isinstance(cfg, Config) else make_config(**cfg)
+    results = store.ResultsStore(results_dir)
+    if not recompute and (hit := results.load(cfg.dataset, cfg.to_dict())) is not None:
+        return {**hit, "cached": True}
+    results.check_writable()
+    return results.run(cfg.dataset, cfg.to_dict(),
+                       lambda folder: compute(cfg, folder, progress=progress),
+                       recompute=recompute, wait=wait)
+
+
+def compute(cfg: Config, run_dir: Path, *, progress: bool = False
+            ) -> tuple[dict[str, Any], list[dict]]:
+    """Compute ``cfg`` into ``run_dir``; returns (metrics, history rows)."""
+    device = phases.setup(cfg)
+    task = Task(cfg, device)
+    method = {"expert": _expert, "search": _search, "random": _random, "prune": _prune}
+    metrics, history, times = method[cfg.method](cfg, task, device, Path(run_dir), progress)
+    metrics.update(metric=task.metric, device=phases.device_name(device),
+                   torch_version=torch.__version__, n_train=task.n_train,
+                   search_time_s=times[0], retrain_time_s=times[1],
+                   total_time_s=times[0] + times[1])
+    return metrics, history
+
+
+def _expert(cfg, task, device, run_dir, progress):
+    model = _expert_model(cfg, task).to(device)
+    metrics, history, seconds = phases.fit(model, cfg, task, run_dir, "retrain",
+                                           cfg.retrain_epochs, progress=progress)
+    metrics["params"] = derive.count_parameters(model)
+    return metrics, history, (0.0, seconds)
+
+
+def _expert_model(cfg: Config, task: Task) -> nn.Module:
+    phases.seed_everything(cfg.seed)
+    return experts.build_expert(cfg.expert, task.splits.in_shape, task.splits.out_dim,
+                                C=cfg.retrain_C, layers=cfg.retrain_layers,
+                                auxiliary=cfg.auxiliary_weight > 0, drop_path_prob=cfg.drop_path)
+
+
+def _retrain(cfg, task, device, run_dir, genotype, progress):
+    store.write_json(run_dir / "genotype.json", genotype.to_dict())
+    phases.seed_everything(cfg.seed + 1)
+    model = phases.build_derived(cfg, genotype).to(device)
+    metrics, history, seconds = phases.fit(model, cfg, task, run_dir, "retrain",
+                                           cfg.retrain_epochs, progress=progress)
+    metrics["params"] = derive.count_parameters(model)
+    metrics["genotype"] = genotype.to_dict()
+    return metrics, history, seconds
+
+
+def _search(cfg, task, device, run_dir, progress):
+    genotype, extras, history, search_s = phases.search(cfg, task, device, run_dir, progress)
+    store.write_json(run_dir / "trajectory.json", extras["trajectory"])
+    store.write_json(run_dir / "precisions.json", extras["precisions"])
+    metrics, retrain_history, retrain_s = _retrain(cfg, task, device, run_dir, genotype, progress)
+    return metrics, history + retrain_history, (search_s, retrain_s)
+
+
+def _random(cfg, task, device, run_dir, progress):
+    phases.seed_everything(cfg.seed)
+    supernet = phases.build_supernet(cfg, task)
+    specs = supernet.arch_spec()
+    generator = torch.Generator().manual_seed(cfg.seed)
+    budget = max(1, cfg.epochs // cfg.random_samples)
+    best, history, search_s = None, [], 0.0
+    for i in range(cfg.random_samples):
+        weights = {k: torch.rand(s.n_edges, s.n_ops, generator=generator) * s.mask_tensor(torch.float32)
+                   for k, s in specs.items()}
+        genotype = phases.discretize(cfg, supernet, weights)
+        phases.seed_everything(cfg.seed + 100 + i)
+        model = phases.build_derived(cfg, genotype).to(device)
+        metrics, rows, seconds = phases.fit(model, cfg, task, run_dir, f"random{i}", budget)
+        history += rows
+        search_s += seconds
+        score = metrics["valid_metric"] * (1 if task.metric == "rmse" else -1)  # lower is better
+        if best is None or score < best[0]:
+            best = (score, genotype)
+    metrics, retrain_history, retrain_s = _retrain(cfg, task, device, run_dir, best[1], progress)
+    return metrics, history + retrain_history, (search_s, retrain_s)
+
+
+def magnitude_masks(model: nn.Module, keep: int) -> dict[str, torch.Tensor]:
+    """0/1 masks keeping the ``keep`` largest |w| over all parameters (global, Han et al. 2015)."""
+    named = dict(model.named_parameters())
+    flat = torch.cat([p.detach().abs().flatten() for p in named.values()])
+    if keep >= flat.numel():
+        return {n: torch.ones_like(p) for n, p in named.items()}
+    order = torch.argsort(flat, descending=True, stable=True)
+    keep_flat = torch.zeros_like(flat)
+    keep_flat[order[:keep]] = 1.0
+    masks, offset = {}, 0
+    for name, p in named.items():
+        masks[name] = keep_flat[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+    return masks
+
+
+def _prune(cfg, task, device, run_dir, progress):
+    model = _expert_model(cfg, task).to(device)
+    _, history, train_s = phases.fit(model, cfg, task, run_dir, "train", cfg.retrain_epochs,
+                                     progress=progress)
+    start = time.perf_counter()
+    masks = magnitude_masks(model, cfg.param_budget)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.mul_(masks[name])
+    prune_s = time.perf_counter() - start
+    metrics, tune_history, tune_s = phases.fit(model, cfg, task, run_dir, "finetune",
+                                               max(1, cfg.retrain_epochs // 4), masks=masks,
+                                               progress=progress)
+    metrics["params"] = int(sum(int((p != 0).sum()) for p in model.parameters()))
+    metrics["params_dense"] = derive.count_parameters(model)
+    return metrics, history + tune_history, (0.0, train_s + prune_s + tune_s)
