@@ -30,25 +30,33 @@ from relnas.phases import Task
 
 
 def run(cfg: Config | Mapping[str, Any], *, results_dir: str | Path | None = None,
-        recompute: bool = False, progress: bool = False, wait: float = 0.0) -> dict[str, Any]:
-    """Run (or load) ``cfg``; returns ``{"config", "metrics", "history", "dir", "cached"}``."""
+        recompute: bool = False, progress: bool = False, wait: float = 0.0,
+        checkpoint_interval: float = 0.0) -> dict[str, Any]:
+    """Run (or load) ``cfg``; returns ``{"config", "metrics", "history", "dir", "cached"}``.
+
+    ``checkpoint_interval``: seconds between checkpoints (0: after every epoch; the last epoch
+    of each phase is always saved). ``wait``: seconds to wait for another process computing
+    the same config before giving up with ``RunLockedError``.
+    """
     cfg = cfg if isinstance(cfg, Config) else make_config(**cfg)
     results = store.ResultsStore(results_dir)
     if not recompute and (hit := results.load(cfg.dataset, cfg.to_dict())) is not None:
         return {**hit, "cached": True}
     results.check_writable()
     return results.run(cfg.dataset, cfg.to_dict(),
-                       lambda folder: compute(cfg, folder, progress=progress),
+                       lambda folder: compute(cfg, folder, progress=progress,
+                                              checkpoint_interval=checkpoint_interval),
                        recompute=recompute, wait=wait)
 
 
-def compute(cfg: Config, run_dir: Path, *, progress: bool = False
-            ) -> tuple[dict[str, Any], list[dict]]:
+def compute(cfg: Config, run_dir: Path, *, progress: bool = False,
+            checkpoint_interval: float = 0.0) -> tuple[dict[str, Any], list[dict]]:
     """Compute ``cfg`` into ``run_dir``; returns (metrics, history rows)."""
     device = phases.setup(cfg)
     task = Task(cfg, device)
     method = {"expert": _expert, "search": _search, "random": _random, "prune": _prune}
-    metrics, history, times = method[cfg.method](cfg, task, device, Path(run_dir), progress)
+    kw = {"progress": progress, "checkpoint_interval": checkpoint_interval}
+    metrics, history, times = method[cfg.method](cfg, task, device, Path(run_dir), kw)
     metrics.update(metric=task.metric, device=phases.device_name(device),
                    torch_version=torch.__version__, n_train=task.n_train,
                    search_time_s=times[0], retrain_time_s=times[1],
@@ -56,10 +64,10 @@ def compute(cfg: Config, run_dir: Path, *, progress: bool = False
     return metrics, history
 
 
-def _expert(cfg, task, device, run_dir, progress):
+def _expert(cfg, task, device, run_dir, kw):
     model = _expert_model(cfg, task).to(device)
     metrics, history, seconds = phases.fit(model, cfg, task, run_dir, "retrain",
-                                           cfg.retrain_epochs, progress=progress)
+                                           cfg.retrain_epochs, **kw)
     metrics["params"] = derive.count_parameters(model)
     return metrics, history, (0.0, seconds)
 
@@ -71,26 +79,26 @@ def _expert_model(cfg: Config, task: Task) -> nn.Module:
                                 auxiliary=cfg.auxiliary_weight > 0, drop_path_prob=cfg.drop_path)
 
 
-def _retrain(cfg, task, device, run_dir, genotype, progress):
+def _retrain(cfg, task, device, run_dir, genotype, kw):
     store.write_json(run_dir / "genotype.json", genotype.to_dict())
     phases.seed_everything(cfg.seed + 1)
     model = phases.build_derived(cfg, genotype).to(device)
     metrics, history, seconds = phases.fit(model, cfg, task, run_dir, "retrain",
-                                           cfg.retrain_epochs, progress=progress)
+                                           cfg.retrain_epochs, **kw)
     metrics["params"] = derive.count_parameters(model)
     metrics["genotype"] = genotype.to_dict()
     return metrics, history, seconds
 
 
-def _search(cfg, task, device, run_dir, progress):
-    genotype, extras, history, search_s = phases.search(cfg, task, device, run_dir, progress)
+def _search(cfg, task, device, run_dir, kw):
+    genotype, extras, history, search_s = phases.search(cfg, task, device, run_dir, **kw)
     store.write_json(run_dir / "trajectory.json", extras["trajectory"])
     store.write_json(run_dir / "precisions.json", extras["precisions"])
-    metrics, retrain_history, retrain_s = _retrain(cfg, task, device, run_dir, genotype, progress)
+    metrics, retrain_history, retrain_s = _retrain(cfg, task, device, run_dir, genotype, kw)
     return metrics, history + retrain_history, (search_s, retrain_s)
 
 
-def _random(cfg, task, device, run_dir, progress):
+def _random(cfg, task, device, run_dir, kw):
     phases.seed_everything(cfg.seed)
     supernet = phases.build_supernet(cfg, task)
     specs = supernet.arch_spec()
@@ -103,13 +111,14 @@ def _random(cfg, task, device, run_dir, progress):
         genotype = phases.discretize(cfg, supernet, weights)
         phases.seed_everything(cfg.seed + 100 + i)
         model = phases.build_derived(cfg, genotype).to(device)
-        metrics, rows, seconds = phases.fit(model, cfg, task, run_dir, f"random{i}", budget)
+        metrics, rows, seconds = phases.fit(model, cfg, task, run_dir, f"random{i}", budget,
+                                               checkpoint_interval=kw["checkpoint_interval"])
         history += rows
         search_s += seconds
         score = metrics["valid_metric"] * (1 if task.metric == "rmse" else -1)  # lower is better
         if best is None or score < best[0]:
             best = (score, genotype)
-    metrics, retrain_history, retrain_s = _retrain(cfg, task, device, run_dir, best[1], progress)
+    metrics, retrain_history, retrain_s = _retrain(cfg, task, device, run_dir, best[1], kw)
     return metrics, history + retrain_history, (search_s, retrain_s)
 
 
@@ -129,10 +138,9 @@ def magnitude_masks(model: nn.Module, keep: int) -> dict[str, torch.Tensor]:
     return masks
 
 
-def _prune(cfg, task, device, run_dir, progress):
+def _prune(cfg, task, device, run_dir, kw):
     model = _expert_model(cfg, task).to(device)
-    _, history, train_s = phases.fit(model, cfg, task, run_dir, "train", cfg.retrain_epochs,
-                                     progress=progress)
+    _, history, train_s = phases.fit(model, cfg, task, run_dir, "train", cfg.retrain_epochs, **kw)
     start = time.perf_counter()
     masks = magnitude_masks(model, cfg.param_budget)
     with torch.no_grad():
@@ -140,8 +148,7 @@ def _prune(cfg, task, device, run_dir, progress):
             p.mul_(masks[name])
     prune_s = time.perf_counter() - start
     metrics, tune_history, tune_s = phases.fit(model, cfg, task, run_dir, "finetune",
-                                               max(1, cfg.retrain_epochs // 4), masks=masks,
-                                               progress=progress)
+                                               max(1, cfg.retrain_epochs // 4), masks=masks, **kw)
     metrics["params"] = int(sum(int((p != 0).sum()) for p in model.parameters()))
     metrics["params_dense"] = derive.count_parameters(model)
     return metrics, history + tune_history, (0.0, train_s + prune_s + tune_s)

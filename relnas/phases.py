@@ -158,10 +158,11 @@ def discretize(cfg: Config, net: nn.Module, weights: dict[str, torch.Tensor]) ->
 class Phase:
     """Bookkeeping of one resumable phase: checkpoint path, history rows, elapsed seconds."""
 
-    def __init__(self, run_dir: Path, tag: str, progress: bool = False):
+    def __init__(self, run_dir: Path, tag: str, progress: bool = False, interval: float = 0.0):
         self.path = Path(run_dir) / f"checkpoint_{tag}.pt"
-        self.tag, self.progress = tag, progress
+        self.tag, self.progress, self.interval = tag, progress, interval
         self.epoch, self.history, self.elapsed, self.extra = 0, [], 0.0, {}
+        self._saved_at = time.monotonic()
 
     def restore(self, modules: dict[str, Any]) -> bool:
         """Load modules/optimizers/schedulers (by name) and RNG states; True when resumed."""
@@ -175,7 +176,12 @@ class Phase:
         self.elapsed, self.extra = state["elapsed"], state.get("extra", {})
         return True
 
-    def save(self, modules: dict[str, Any]) -> None:
+    def save(self, modules: dict[str, Any], *, last: bool = False) -> None:
+        """Checkpoint after an epoch: every epoch (``interval`` 0), else when ``interval``
+        seconds have passed since the last save, and always after the last epoch."""
+        if not last and time.monotonic() - self._saved_at < self.interval:
+            return
+        self._saved_at = time.monotonic()
         save_checkpoint(self.path, {
             "modules": {name: obj.state_dict() for name, obj in modules.items()},
             "rng": rng_state(), "epoch": self.epoch, "history": self.history,
@@ -190,8 +196,8 @@ class Phase:
 
 
 def fit(model: nn.Module, cfg: Config, task: Task, run_dir: Path, tag: str, epochs: int, *,
-        masks: dict[str, torch.Tensor] | None = None, progress: bool = False
-        ) -> tuple[dict[str, float], list[dict], float]:
+        masks: dict[str, torch.Tensor] | None = None, progress: bool = False,
+        checkpoint_interval: float = 0.0) -> tuple[dict[str, float], list[dict], float]:
     """Train ``model`` from its current state for ``epochs`` (cosine LR), resumable.
 
     Returns (valid/test metrics, history rows, seconds).
@@ -203,7 +209,7 @@ def fit(model: nn.Module, cfg: Config, task: Task, run_dir: Path, tag: str, epoc
     else:
         opt = torch.optim.Adam(params, lr=cfg.retrain_lr, weight_decay=cfg.retrain_weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    phase = Phase(run_dir, tag, progress)
+    phase = Phase(run_dir, tag, progress, checkpoint_interval)
     modules = {"model": model, "optimizer": opt, "scheduler": sched}
     phase.restore(modules)
     x, y = task.sets["train"]
@@ -225,7 +231,7 @@ def fit(model: nn.Module, cfg: Config, task: Task, run_dir: Path, tag: str, epoc
         phase.history.append({"phase": tag, "epoch": epoch + 1, "train_loss": stats["loss"],
                               "valid_loss": valid["loss"], f"valid_{task.metric}": valid[task.metric],
                               "lr": sched.get_last_lr()[0]})
-        phase.save(modules)
+        phase.save(modules, last=epoch + 1 == epochs)
     model.eval()
     return final_metrics(model, task), phase.history, phase.elapsed
 
@@ -240,7 +246,8 @@ def final_metrics(forward: Callable, task: Task) -> dict[str, float]:
     return out
 
 
-def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progress: bool = False
+def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progress: bool = False,
+           checkpoint_interval: float = 0.0
            ) -> tuple[derive.Genotype, dict[str, Any], list[dict], float]:
     """The bilevel search (method.md 2-3); returns (genotype, extras, history, seconds)."""
     net = build_supernet(cfg, task).to(device)
@@ -262,7 +269,7 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
                                                        eta_min=cfg.w_lr_min)
     modules = {"net": net, "arch": arch, "prior": prior, "w_optimizer": opt.w_optimizer,
                "arch_optimizer": opt.arch_optimizer, "scheduler": sched}
-    phase = Phase(run_dir, "search", progress)
+    phase = Phase(run_dir, "search", progress, checkpoint_interval)
     phase.restore(modules)
     phase.extra.setdefault("trajectory", [])
     (xt, yt), (xv, yv) = task.sets["train"], task.sets["valid"]
@@ -287,7 +294,7 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
                               "valid_loss_mean_arch": evaluation["loss"],
                               **collapse_stats(arch)})
         phase.extra["trajectory"].append(edge_weights(arch))
-        phase.save(modules)
+        phase.save(modules, last=epoch + 1 == cfg.epochs)
     with torch.no_grad():
         mean = {k: w.detach().cpu() for k, w in arch.mean().items()}
     genotype = discretize(cfg, net.cpu(), mean)

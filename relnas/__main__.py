@@ -1,0 +1,5 @@
+import sys
+
+from relnas.cli import main
+
+sys.exit(main())

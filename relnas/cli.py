@@ -1,0 +1,83 @@
+"""Command line: ``python -m relnas run|experiment|reproduce ...``.
+
+- ``run --config x.yaml --set key=value ...``: one config (same validation and results store as
+  the notebooks); prints the metrics as JSON.
+- ``experiment boston --profile default --set seeds=[0,1] ...``: a dataset's whole plan (the GPU
+  machine has no Jupyter: this is the notebook's computation without the notebook).
+- ``reproduce notebooks/01_boston.ipynb ...``: execute notebooks in place with papermill.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+
+def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values parsed as YAML (``3`` -> int, ``[0, 1]`` -> list, ``x`` -> str)."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out
+
+
+def _load_yaml(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path}: expected a mapping of parameters, got {type(data).__name__}")
+    return data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="relnas", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run one config")
+    p_run.add_argument("--config", help="YAML file of config fields")
+    p_run.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    p_run.add_argument("--results-dir")
+    p_run.add_argument("--recompute", action="store_true")
+    p_run.add_argument("--progress", action="store_true")
+    p_exp = sub.add_parser("experiment", help="run a dataset's whole plan")
+    p_exp.add_argument("dataset")
+    p_exp.add_argument("--config", help="YAML file of plan parameters")
+    p_exp.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    p_exp.add_argument("--results-dir")
+    p_exp.add_argument("--progress", action="store_true")
+    p_rep = sub.add_parser("reproduce", help="execute notebooks in place with papermill")
+    p_rep.add_argument("notebooks", nargs="+")
+    args = parser.parse_args(argv)
+
+    from relnas.config import ConfigError
+    try:
+        if args.command == "run":
+            from relnas.experiment import run
+            values = {**_load_yaml(args.config), **parse_sets(args.set)}
+            result = run(values, results_dir=args.results_dir, recompute=args.recompute,
+                         progress=args.progress)
+            print(json.dumps({**result["metrics"], "dir": str(result["dir"]),
+                              "cached": result["cached"]}, indent=2, default=str))
+        elif args.command == "experiment":
+            from relnas.plans import run_experiment
+            from relnas.report import format_table, summary_table
+            values = {**_load_yaml(args.config), **parse_sets(args.set)}
+            runs = run_experiment(args.dataset, results_dir=args.results_dir,
+                                  progress=args.progress, **values)
+            print(format_table(summary_table(runs)).to_markdown(index=False))
+        else:
+            from relnas.notebooks import execute
+            for nb in args.notebooks:
+                seconds = execute(nb)
+                print(f"{nb}: executed in {seconds:.0f} s", flush=True)
+    except ConfigError as exc:
+        print(f"relnas: invalid parameter: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,196 @@
+"""Experiment plans: profiles, the list of configs per dataset, running them, collecting results.
+
+A notebook calls :func:`run_experiment` with its papermill parameters; every config is built
+and validated (``relnas.config``) before the first run starts, so a typo costs nothing. The
+methods of method.md 5 appear on every dataset: expert model(s), random search, magnitude
+pruning (to the parameter count the relnas models reached for the same seed), DARTS first and
+second order, and relnas with the Dirichlet and the Gumbel prior, with and without learned A.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from relnas import store
+from relnas.config import RELAXATIONS, Config, ConfigError, make_config
+from relnas.experiment import run
+
+EXPERT_NAMES = {"mlp": "MLP 13-50-50-1", "lenet300": "LeNet-300-100", "lenet5": "LeNet-5",
+                "darts_v2": "DARTS_V2 cell", "resnet": "ResNet-20"}
+
+# Profiles: the fields that differ from relnas.config.Config per dataset and scale.
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "boston": {
+        # Full protocol of the notebook on 2 CPU cores in about 3 minutes: full-batch search.
+        "default": dict(space="mlp", n_hidden=2, width=50, batch_size=304, epochs=60,
+                        w_lr=0.05, w_lr_min=0.005, arch_lr=0.01, weight_decay=1e-3,
+                        retrain_epochs=200, retrain_batch=304, retrain_optimizer="adam",
+                        retrain_lr=0.01, retrain_weight_decay=1e-4, random_samples=4, threads=1),
+        "smoke": dict(space="mlp", n_hidden=2, width=8, batch_size=304, epochs=2, w_lr=0.05,
+                      retrain_epochs=2, retrain_batch=304, retrain_optimizer="adam",
+                      retrain_lr=0.01, random_samples=2, threads=1),
+    },
+    "mnist": {
+        # A subset and few epochs: the notebook's default run on 2 CPU cores.
+        "default": dict(space="mlp", subset=5000, n_hidden=2, width=64, batch_size=250,
+                        epochs=8, w_lr=0.05, arch_lr=3e-3, retrain_epochs=10, retrain_batch=128,
+                        retrain_optimizer="adam", retrain_lr=1e-3, retrain_weight_decay=0.0,
+                        random_samples=4, threads=2),
+        "smoke": dict(space="mlp", subset=256, n_hidden=1, width=8, batch_size=128, epochs=1,
+                      retrain_epochs=1, retrain_batch=128, retrain_optimizer="adam",
+                      retrain_lr=1e-3, random_samples=2, threads=1),
+        # Full data, DARTS conv cell, longer training: for a GPU (device="cuda").
+        "paper": dict(space="conv", C=16, layers=5, batch_size=64, epochs=30, retrain_epochs=100,
+                      retrain_batch=96, retrain_C=36, retrain_layers=8, retrain_lr=0.025,
+                      cutout=0, drop_path=0.1, auxiliary_weight=0.4, random_samples=4,
+                      threads=4),
+    },
+}
+EXPERTS_FOR = {("boston", "mlp"): ("mlp",), ("mnist", "mlp"): ("lenet300", "lenet5"),
+               ("mnist", "conv"): ("lenet300", "lenet5"), ("cifar10", "conv"): ("darts_v2", "resnet")}
+PRUNED_EXPERT = {"boston": "mlp", "mnist": "lenet300", "cifar10": "resnet"}
+
+
+def method_label(cfg: Config) -> str:
+    """The display name of a config's method (the row of the tables)."""
+    if cfg.method == "expert":
+        return f"Expert {EXPERT_NAMES[cfg.expert]}"
+    if cfg.method == "random":
+        return "Random search"
+    if cfg.method == "prune":
+        return f"Magnitude pruning ({EXPERT_NAMES[cfg.expert]})"
+    if cfg.relaxation == "softmax" and cfg.lam == 0:
+        return f"DARTS {'1st' if cfg.order == 1 else '2nd'} order"
+    name = f"relnas-{cfg.relaxation.capitalize()}"
+    return name + (" + learned A" if cfg.learned_precision else "")
+
+
+def _check_grid(seeds: Sequence[int], lambdas: Sequence[float], relaxations: Sequence[str]) -> None:
+    if len(seeds) == 0:
+        raise ConfigError("seeds is empty: give at least one seed, e.g. [0, 1, 2, 3, 4]")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds has duplicates: {list(seeds)}")
+    if len(lambdas) == 0:
+        raise ConfigError("lambdas is empty: give at least one lambda > 0")
+    if len(set(lambdas)) != len(lambdas):
+        raise ConfigError(f"lambdas has duplicates: {list(lambdas)}")
+    for lam in lambdas:
+        if not isinstance(lam, (int, float)) or isinstance(lam, bool) or lam < 0:
+            raise ConfigError(f"lambdas: every lambda must be a number >= 0, got {lam!r}")
+    for name in relaxations:
+        if name not in RELAXATIONS or name == "softmax":
+            raise ConfigError(f"relaxations: {name!r} is not a prior relaxation; allowed: "
+                              "'dirichlet', 'gumbel' (softmax is the DARTS baseline, always run)")
+
+
+def base_config(dataset: str, profile: str = "default", **overrides: Any) -> dict[str, Any]:
+    """The profile's fields for ``dataset`` with ``overrides`` (None values are ignored)."""
+    if dataset not in PROFILES:
+        raise ConfigError(f"dataset={dataset!r} has no plans; allowed: {', '.join(PROFILES)}")
+    if profile not in PROFILES[dataset]:
+        raise ConfigError(f"profile={profile!r} is not defined for {dataset}; allowed: "
+                          + ", ".join(PROFILES[dataset]))
+    fields = {"dataset": dataset, **PROFILES[dataset][profile]}
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return fields
+
+
+def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1, 2, 3, 4),
+         relaxations: Sequence[str] = ("dirichlet", "gumbel"),
+         lambdas: Sequence[float] = (0.01, 0.1, 1.0), learned_precision: Sequence[bool] = (False, True),
+         order: int = 1, include: Sequence[str] = ("expert", "random", "darts", "relnas"),
+         **overrides: Any) -> list[Config]:
+    """Every config of one dataset's experiment except pruning (see :func:`prune_plan`)."""
+    _check_grid(seeds, lambdas, relaxations)
+    base = base_config(dataset, profile, **overrides)
+    configs: list[Config] = []
+    for seed in seeds:
+        one = dict(base, seed=seed)
+        if "expert" in include:
+            configs += [make_config(**one, method="expert", expert=e)
+                        for e in EXPERTS_FOR[(dataset, base.get("space", "mlp"))]]
+        if "random" in include:
+            configs.append(make_config(**one, method="random"))
+        if "darts" in include:
+            configs += [make_config(**one, relaxation="softmax", lam=0.0, order=o) for o in (1, 2)]
+        if "relnas" in include:
+            for name in relaxations:
+                for learned in learned_precision:
+                    configs += [make_config(**one, relaxation=name, lam=float(lam),
+                                            learned_precision=learned,
+                                            order=2 if learned else order) for lam in lambdas]
+    return configs
+
+
+def prune_plan(runs: pd.DataFrame, base: dict[str, Any]) -> list[Config]:
+    """Magnitude pruning of the expert to the median parameter count of the relnas models of the
+    same seed (all lambdas and variants), one config per seed."""
+    configs = []
+    relnas = runs[runs["label"].str.startswith("relnas")]
+    for seed, rows in relnas.groupby("seed"):
+        budget = int(statistics.median(rows["params"]))
+        configs.append(make_config(**dict(base, seed=int(seed)), method="prune",
+                                   expert=PRUNED_EXPERT[base["dataset"]], param_budget=budget))
+    return configs
+
+
+def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
+            progress: bool = False, checkpoint_interval: float = 0.0) -> pd.DataFrame:
+    """Run (or load from the store) each config; one row per run."""
+    configs = list(configs)
+    if progress:
+        from tqdm.auto import tqdm
+        configs = tqdm(configs, desc="runs")
+    return pd.DataFrame([row(run(cfg, results_dir=results_dir,
+                                 checkpoint_interval=checkpoint_interval)) for cfg in configs])
+
+
+def row(result: dict[str, Any]) -> dict[str, Any]:
+    """One runs-table row from a stored result."""
+    cfg, m = make_config(**result["config"]), result["metrics"]
+    return {"dataset": cfg.dataset, "method": cfg.method, "label": method_label(cfg),
+            "space": cfg.space, "relaxation": cfg.relaxation if cfg.method == "search" else "",
+            "lam": cfg.lam, "learned_precision": cfg.learned_precision, "order": cfg.order,
+            "seed": cfg.seed, "metric": m["metric"], "valid_metric": m["valid_metric"],
+            "test_metric": m["test_metric"], "test_exact_acc": m.get("test_exact_acc", math.nan),
+            "params": m["params"], "search_time_s": m["search_time_s"],
+            "retrain_time_s": m["retrain_time_s"], "total_time_s": m["total_time_s"],
+            "device": m["device"], "run_dir": str(result["dir"])}
+
+
+def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
+                   relaxations=("dirichlet", "gumbel"), lambdas=(0.01, 0.1, 1.0),
+                   learned_precision=(False, True), order: int = 1, results_dir=None,
+                   progress: bool = False, checkpoint_interval: float = 0.0,
+                   **overrides: Any) -> pd.DataFrame:
+    """Plan, validate, run every method of one dataset (pruning last); the runs table.
+
+    Every config is validated and the results folder checked before the first run starts.
+    """
+    configs = plan(dataset, profile=profile, seeds=list(seeds), relaxations=list(relaxations),
+                   lambdas=list(lambdas), learned_precision=list(learned_precision), order=order,
+                   **overrides)
+    store.ResultsStore(results_dir).check_writable()
+    kw = {"results_dir": results_dir, "progress": progress,
+          "checkpoint_interval": checkpoint_interval}
+    runs = run_all(configs, **kw)
+    pruned = prune_plan(runs, base_config(dataset, profile, **overrides))
+    return pd.concat([runs, run_all(pruned, **kw)], ignore_index=True)
+
+
+def load_runs(dataset: str | None = None, results_dir: str | Path | None = None) -> pd.DataFrame:
+    """Every finished run stored under the results root (and the read-only roots)."""
+    results = store.ResultsStore(results_dir)
+    rows, seen = [], set()
+    for root in [results.root, *results.read_roots]:
+        pattern = f"{dataset}/*/metrics.json" if dataset else "*/*/metrics.json"
+        for metrics in sorted(root.glob(pattern)):
+            if metrics.parent.name in seen or store.read_json(metrics).get("status") != "ok":
+                continue
+            seen.add(metrics.parent.name)
+            rows.append(row(store.load_run(metrics.parent)))
+    return pd.DataFrame(rows)
