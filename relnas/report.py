@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -179,6 +180,11 @@ def format_table(summary: pd.DataFrame, dataset: str | None = None) -> pd.DataFr
     if df["dataset"].nunique() > 1:
         out.insert(0, "dataset", df["dataset"].values)
     return out.reset_index(drop=True)
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a label: lower case, runs of other characters as ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
 def _check_name(name: str) -> None:

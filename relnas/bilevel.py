@@ -1,0 +1,288 @@
+"""The bilevel search: Gaussian weight prior with per-group precisions A, and the optimizer.
+
+Inner level (weights W, training split), per example (method.md 2, scaled by 1/n_train)::
+
+    L(W, Gamma, A) = mean_batch NLL + (1/n_train) sum_g [ (A_g/2) ||W_g||^2 - (n_g/2) log A_g ]
+
+so a fixed ``A_g = wd * n_train`` is SGD weight decay ``wd``. Outer level (structure theta and,
+when learned, log A; validation split)::
+
+    Q(Gamma, A) = mean_batch NLL(W*(Gamma, A), Gamma) + lam * R(Gamma)
+
+First order: ``W* = W`` (xi = 0). Second order (DARTS, one unrolled step)::
+
+    W' = W - xi dL/dW,   v = dQ/dW'(W'),
+    dQ/dphi = dQ/dphi|_{W'} - xi [d^2 L / dphi dW] v,    phi = (Gamma, log A),
+
+the mixed product by central differences ``[dL/dphi(W + eps v) - dL/dphi(W - eps v)] / (2 eps)``,
+``eps = fd_eps / ||v||`` (DARTS), or exactly by double backward. Q depends on A only through W',
+so learned precisions need ``order=2`` and ``xi > 0``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from relnas.relax import Architecture
+
+Params = dict[str, Tensor]
+Batch = tuple[Tensor, Tensor]
+
+
+class WeightPrior(nn.Module):
+    """Gaussian prior ``W_g ~ N(0, A_g^{-1} I)`` per group ``g``, parameterized by ``log A``.
+
+    ``groups``: group name -> parameter names (``net.weight_groups()``); ``precision``: initial
+    A, one number or one per group; ``learned``: whether ``log A`` takes gradients (else it is a
+    fixed weight decay).
+    """
+
+    def __init__(self, groups: Mapping[str, Sequence[str]], *,
+                 precision: float | Mapping[str, float], learned: bool = False):
+        super().__init__()
+        self.groups = {g: tuple(names) for g, names in groups.items()}
+        init = [precision[g] if isinstance(precision, Mapping) else precision for g in self.groups]
+        if any(a <= 0 for a in init):
+            raise ValueError(f"precisions must be > 0, got {init}")
+        self.learned = learned
+        log_a = torch.tensor(init, dtype=torch.float64).log().to(torch.get_default_dtype())
+        self.log_precision = nn.Parameter(log_a, requires_grad=learned)
+
+    @classmethod
+    def from_weight_decay(cls, groups: Mapping[str, Sequence[str]], *, weight_decay: float,
+                          n_train: int, learned: bool = False) -> "WeightPrior":
+        """The prior equal to SGD weight decay ``weight_decay``: ``A = weight_decay * n_train``."""
+        return cls(groups, precision=weight_decay * n_train, learned=learned)
+
+    def penalty(self, params: Mapping[str, Tensor]) -> Tensor:
+        """``-log p(W | A) = sum_g (A_g/2) ||W_g||^2 - (n_g/2) log A_g`` (+ const), functional
+        in ``params`` (parameter name -> tensor), not divided by n_train."""
+        total = self.log_precision.new_zeros(())
+        for i, names in enumerate(self.groups.values()):
+            if not names:
+                continue
+            log_a = self.log_precision[i]
+            sq = sum(params[n].pow(2).sum() for n in names)
+            size = sum(params[n].numel() for n in names)
+            total = total + 0.5 * log_a.exp() * sq - 0.5 * size * log_a
+        return total
+
+    def precisions(self) -> dict[str, float]:
+        return {g: float(a) for g, a in zip(self.groups, self.log_precision.detach().exp())}
+
+
+def _norm(tensors: Sequence[Tensor]) -> Tensor:
+    return torch.sqrt(sum(t.pow(2).sum() for t in tensors))
+
+
+def _grads(loss: Tensor, wrt: Sequence[Tensor], **kwargs) -> list[Tensor]:
+    """``d loss / d wrt``, zeros for inputs the loss does not reach."""
+    grads = torch.autograd.grad(loss, list(wrt), allow_unused=True, **kwargs)
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, wrt)]
+
+
+def mixed_product_finite(loss_at: Callable[[Params], Tensor], weights: Params, vector: Params,
+                         wrt: Sequence[Tensor], *, fd_eps: float = 0.01) -> list[Tensor]:
+    """``[d^2 L / d wrt dW] v`` by central differences (DARTS eq. 8):
+
+    ``[dL/dwrt(W + eps v) - dL/dwrt(W - eps v)] / (2 eps)``, ``eps = fd_eps / ||v||``.
+    ``loss_at(W)`` is the training loss at weights ``W`` (name -> tensor).
+    """
+    norm = float(_norm(list(vector.values())))
+    if norm == 0.0:
+        return [torch.zeros_like(t) for t in wrt]
+    eps = fd_eps / norm
+    with torch.no_grad():
+        plus = {n: w + eps * vector[n] for n, w in weights.items()}
+        minus = {n: w - eps * vector[n] for n, w in weights.items()}
+    g_plus = _grads(loss_at(plus), wrt)
+    g_minus = _grads(loss_at(minus), wrt)
+    return [(p - m) / (2.0 * eps) for p, m in zip(g_plus, g_minus)]
+
+
+def mixed_product_exact(loss_at: Callable[[Params], Tensor], weights: Params, vector: Params,
+                        wrt: Sequence[Tensor]) -> list[Tensor]:
+    """``[d^2 L / d wrt dW] v = d/dwrt <dL/dW, v>`` by double backward."""
+    leaves = {n: w.detach().requires_grad_() for n, w in weights.items()}
+    g = _grads(loss_at(leaves), list(leaves.values()), create_graph=True)
+    dot = sum((gi * vector[n].detach()).sum() for gi, n in zip(g, leaves))
+    if not dot.requires_grad:  # the gradient of L in W does not depend on wrt at all
+        return [torch.zeros_like(t) for t in wrt]
+    return _grads(dot, wrt)
+
+
+class BilevelOptimizer:
+    """Alternating DARTS-style search over weights W (inner) and structure theta (+ log A) (outer).
+
+    ``loss_fn(output, target)``: batch-mean negative log-likelihood. ``n_train``: size of the
+    training split (scales the prior, see the module docstring). Defaults are DARTS: SGD lr 0.025,
+    momentum 0.9, grad clip 5 (None: no clip); Adam lr 3e-4, betas (0.5, 0.999), wd 1e-3 on theta.
+    ``prior_lr``: Adam lr of log A (relnas.config default 1e-2; no published value), no weight
+    decay. ``order``: 1 or 2; ``hvp``, ``xi`` (None = current inner lr, DARTS) and ``fd_eps``
+    (DARTS 0.01) act in the second order only. ``hard``: straight-through samples of Gamma.
+    ``lam``: structural prior strength; with ``lam = 0`` R is never evaluated (nor reported).
+    """
+
+    def __init__(self, net: nn.Module, arch: Architecture, prior: WeightPrior,
+                 loss_fn: Callable[[Tensor, Tensor], Tensor], *, n_train: int,
+                 w_lr: float = 0.025, w_momentum: float = 0.9, w_grad_clip: float | None = 5.0,
+                 arch_lr: float = 3e-4, arch_betas: tuple[float, float] = (0.5, 0.999),
+                 arch_weight_decay: float = 1e-3, prior_lr: float = 1e-2, lam: float = 0.0,
+                 order: int = 1, hvp: str = "finite", xi: float | None = None,
+                 hard: bool = False, fd_eps: float = 0.01):
+        _check_options(net, arch, prior, n_train=n_train, lam=lam, order=order, hvp=hvp, xi=xi)
+        self.net, self.arch, self.prior, self.loss_fn = net, arch, prior, loss_fn
+        self.n_train, self.w_grad_clip, self.lam = n_train, w_grad_clip, lam
+        self.order, self.hvp, self.xi, self.hard, self.fd_eps = order, hvp, xi, hard, fd_eps
+        self.w_optimizer = torch.optim.SGD(net.parameters(), lr=w_lr, momentum=w_momentum)
+        groups = [{"params": list(arch.parameters()), "weight_decay": arch_weight_decay}]
+        if prior.learned:
+            groups.append({"params": [prior.log_precision], "lr": prior_lr, "weight_decay": 0.0})
+        self.arch_optimizer = torch.optim.Adam(groups, lr=arch_lr, betas=arch_betas)
+        self._outer = list(arch.parameters()) + ([prior.log_precision] if prior.learned else [])
+
+    # --- losses as functions of (W, Gamma) -------------------------------------------------
+    def _output(self, params: Params, x: Tensor, weights: Mapping[str, Tensor]) -> Tensor:
+        """The net at weights ``params``; buffers are copies, so virtual passes leave the
+        BatchNorm running statistics of the real net untouched."""
+        buffers = {n: b.clone() for n, b in self.net.named_buffers()}
+        return functional_call(self.net, {**buffers, **params}, (x, weights))
+
+    def _train_loss(self, params: Params, batch: Batch, weights) -> tuple[Tensor, Tensor, Tensor]:
+        """``(L, nll, penalty / n_train)`` on a training batch."""
+        nll = self.loss_fn(self._output(params, batch[0], weights), batch[1])
+        penalty = self.prior.penalty(params) / self.n_train
+        return nll + penalty, nll, penalty
+
+    def _valid_nll(self, params: Params, batch: Batch, weights) -> Tensor:
+        return self.loss_fn(self._output(params, batch[0], weights), batch[1])
+
+    def current_xi(self) -> float:
+        return self.w_optimizer.param_groups[0]["lr"] if self.xi is None else self.xi
+
+    # --- outer level -----------------------------------------------------------------------
+    def _hypergradient(self, train_batch: Batch, valid_batch: Batch,
+                       temperature: float) -> tuple[list[Tensor], dict[str, float]]:
+        """Gradients of Q for ``self._outer`` and stats. One draw of Gamma serves the unrolled
+        train loss and the valid loss; the loss gradient is taken in the dense weights and then
+        chained through the sampler (plus ``lam * dR/dtheta``)."""
+        sample = self.arch.sample(temperature=temperature, hard=self.hard)
+        gamma = {k: w.detach().requires_grad_() for k, w in sample.items()}
+        weights = {n: p.detach() for n, p in self.net.named_parameters()}
+        if self.order == 1:
+            nll = self._valid_nll(weights, valid_batch, gamma)
+            d_gamma, d_log_a = _grads(nll, list(gamma.values())), []
+        else:
+            nll, d_gamma, d_log_a = self._unrolled(weights, train_batch, valid_batch, gamma)
+        surrogate = sum((sample[k] * d).sum() for k, d in zip(gamma, d_gamma))
+        stats = {"loss_valid": float(nll.detach())}
+        if self.lam != 0.0:  # lam = 0: R is never evaluated, so it cannot leak in (e.g. 0 * inf)
+            reg = self.arch.regularizer(sample)
+            surrogate = surrogate + self.lam * reg
+            stats["reg"] = float(reg.detach())
+        grads = _grads(surrogate, list(self.arch.parameters())) + d_log_a
+        stats["hypergrad_norm"] = float(_norm(grads))
+        return grads, stats
+
+    def _unrolled(self, weights: Params, train_batch: Batch, valid_batch: Batch, gamma):
+        """Second order: ``(Q at W', dQ/dGamma, [dQ/dlog A])`` with ``W' = W - xi dL/dW``."""
+        xi = self.current_xi()
+        leaves = {n: w.requires_grad_() for n, w in _detached(weights).items()}
+        loss, _, _ = self._train_loss(leaves, train_batch, _detached(gamma))
+        step = _grads(loss, list(leaves.values()))
+        unrolled = {n: (w - xi * g).requires_grad_() for (n, w), g in zip(weights.items(), step)}
+        nll = self._valid_nll(unrolled, valid_batch, gamma)
+        direct = _grads(nll, list(unrolled.values()) + list(gamma.values()))
+        v = dict(zip(unrolled, direct[:len(unrolled)]))
+        wrt = list(gamma.values()) + ([self.prior.log_precision] if self.prior.learned else [])
+        loss_at = lambda w: self._train_loss(w, train_batch, gamma)[0]  # noqa: E731
+        if self.hvp == "exact":
+            mixed = mixed_product_exact(loss_at, weights, v, wrt)
+        else:
+            mixed = mixed_product_finite(loss_at, weights, v, wrt, fd_eps=self.fd_eps)
+        d_gamma = [d - xi * m for d, m in zip(direct[len(unrolled):], mixed)]
+        return nll, d_gamma, [-xi * m for m in mixed[len(gamma):]]
+
+    def hypergradient(self, train_batch: Batch, valid_batch: Batch, *,
+                      temperature: float = 1.0) -> dict[str, Tensor]:
+        """``dQ/dtheta`` (keys ``arch.<name>``) and, when learned, ``dQ/dlog A``
+        (``prior.log_precision``), without stepping. Draws one sample of Gamma."""
+        grads, _ = self._hypergradient(train_batch, valid_batch, temperature)
+        names = [f"arch.{n}" for n, _ in self.arch.named_parameters()]
+        names += ["prior.log_precision"] if self.prior.learned else []
+        return dict(zip(names, grads))
+
+    # --- one search step -------------------------------------------------------------------
+    def step(self, train_batch: Batch, valid_batch: Batch, *,
+             temperature: float = 1.0) -> dict[str, float]:
+        """One outer step on theta (+ log A), then one SGD step on W with a fresh draw of Gamma.
+
+        Returns ``loss_valid`` (valid NLL, at W' in the second order), ``reg`` (R at the draw;
+        only when ``lam > 0``), ``hypergrad_norm``, ``loss_train`` (train NLL), ``penalty``
+        (prior / n_train) and ``grad_norm`` (of dL/dW before clipping). A non-finite outer number
+        skips both updates; a non-finite inner number skips the W update (the structure step is
+        already taken). Either way the numbers computed so far are returned, for the caller's
+        guard to stop on.
+        """
+        grads, stats = self._hypergradient(train_batch, valid_batch, temperature)
+        if not _finite(stats):
+            return stats
+        for p, g in zip(self._outer, grads):
+            p.grad = g
+        self.arch_optimizer.step()
+
+        with torch.no_grad():
+            weights = self.arch.sample(temperature=temperature, hard=self.hard)
+        params = dict(self.net.named_parameters())
+        nll = self.loss_fn(self.net(train_batch[0], dict(weights)), train_batch[1])
+        penalty = self.prior.penalty(params) / self.n_train
+        loss = nll + penalty
+        w_grads = _grads(loss, list(params.values()))
+        clip = math.inf if self.w_grad_clip is None else self.w_grad_clip
+        for p, g in zip(params.values(), w_grads):
+            p.grad = g
+        norm = nn.utils.clip_grad_norm_(list(params.values()), clip)
+        stats.update(loss_train=float(nll.detach()), penalty=float(penalty.detach()),
+                     grad_norm=float(norm))
+        if _finite(stats):
+            self.w_optimizer.step()
+        return stats
+
+
+def _detached(tensors: Mapping[str, Tensor]) -> Params:
+    return {n: t.detach() for n, t in tensors.items()}
+
+
+def _finite(stats: Mapping[str, float]) -> bool:
+    return all(math.isfinite(v) for v in stats.values())
+
+
+def _check_options(net, arch, prior, *, n_train, lam, order, hvp, xi) -> None:
+    """Refuse option combinations that would silently do nothing or be wrong."""
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 or 2, got {order!r}")
+    if hvp not in ("finite", "exact"):
+        raise ValueError(f"hvp must be 'finite' or 'exact', got {hvp!r}")
+    if n_train <= 0:
+        raise ValueError(f"n_train must be > 0, got {n_train}")
+    if lam < 0:
+        raise ValueError(f"lam must be >= 0, got {lam}")
+    if lam != 0 and not arch.relaxation.has_regularizer:
+        raise ValueError(f"lam={lam} has no effect: relaxation {arch.relaxation.name!r} "
+                         "has no structural prior (softmax: use regularizer='entropy')")
+    if order == 1 and xi is not None:
+        raise ValueError("xi is the unrolled step size of order=2; order=1 means xi = 0")
+    if prior.learned and (order != 2 or xi == 0):
+        raise ValueError("learned precisions need order=2 and xi != 0: the validation loss "
+                         "depends on A only through the unrolled weights W' (method.md 2)")
+    names = {n for n, _ in net.named_parameters()}
+    grouped = [n for group in prior.groups.values() for n in group]
+    if sorted(grouped) != sorted(names):
+        missing, extra = names - set(grouped), set(grouped) - names
+        raise ValueError("prior groups must partition the net's parameters; "
+                         f"ungrouped: {sorted(missing)}, unknown: {sorted(extra)}, "
+                         f"duplicated: {sorted({n for n in grouped if grouped.count(n) > 1})}")

@@ -1,0 +1,270 @@
+"""Architecture and relaxations: simplex invariants, sampler statistics, priors, flags."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from relnas import relax
+from relnas.relax import Architecture, Dirichlet, Gumbel, make_relaxation, temperature
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Stand-in with the duck-typed attributes of relnas.space.ArchSpec."""
+    op_names: tuple
+    edges: tuple
+    mask: tuple
+    param_free: tuple
+
+
+OPS = ("zero", "identity", "linear", "tanh")
+# vertex 1 <- 0; vertex 2 <- 0, 1; vertex 3 <- 1, 2: groups of several sizes, two masked entries
+EDGES = ((0, 1), (0, 2), (1, 2), (1, 3), (2, 3))
+MASK = ((True,) * 4, (True, False, True, True), (True,) * 4, (True,) * 4, (False, True, True, True))
+SPECS = {"dag": Spec(OPS, EDGES, MASK, (True, True, False, False)),
+         "small": Spec(("a", "b"), ((0, 1),), ((True, True),), (True, False))}
+ALL = [("softmax", {}), ("gumbel", {}), ("gumbel", {"prior": "logp"}), ("dirichlet", {}),
+       ("dirichlet", {"concentration": "elu1"})]
+
+
+def make(relaxation="softmax", simplex="edge", seed=0, init_scale=1e-3, **options):
+    torch.manual_seed(seed)
+    return Architecture(SPECS, relaxation=make_relaxation(relaxation, **options), simplex=simplex,
+                        init_scale=init_scale,
+                        generator=torch.Generator().manual_seed(seed)).double()
+
+
+def group_sums(weights, spec, simplex):
+    """Per-group sums of the dense weights, by the test's own reading of the two simplices."""
+    if simplex == "edge":
+        return [weights[e].sum() for e in range(len(spec.edges))]
+    dsts = sorted({d for _, d in spec.edges})
+    return [sum(weights[e].sum() for e, (_, d) in enumerate(spec.edges) if d == v) for v in dsts]
+
+
+@pytest.mark.parametrize("simplex", ["edge", "vertex"])
+@pytest.mark.parametrize("name,options", ALL)
+@pytest.mark.parametrize("hard", [False, True])
+def test_samples_lie_on_the_simplex_with_masked_entries_zero(name, options, simplex, hard):
+    arch = make(name, simplex, init_scale=1.0, **options)
+    for draw in (arch.sample(temperature=0.5, hard=hard), arch.mean(), arch.mode()):
+        for kind, spec in SPECS.items():
+            w = draw[kind]
+            assert w.shape == (len(spec.edges), len(spec.op_names))
+            assert (w >= 0).all()
+            assert (w[~torch.tensor(spec.mask)] == 0).all()
+            sums = torch.stack(group_sums(w, spec, simplex))
+            torch.testing.assert_close(sums, torch.ones_like(sums))
+
+
+def test_vertex_and_edge_simplex_have_different_groups():
+    edge, vertex = make(simplex="edge"), make(simplex="vertex")
+    n_edge = sum(p.shape[0] for p in edge.parameters())
+    n_vertex = sum(p.shape[0] for p in vertex.parameters())
+    assert (n_edge, n_vertex) == (5 + 1, 3 + 1)
+    # with equal theta everywhere, the vertex simplex splits mass across the incoming edges
+    assert vertex.mean()["dag"][1:3].sum().item() == pytest.approx(1.0)
+    assert edge.mean()["dag"][1:3].sum().item() == pytest.approx(2.0)
+
+
+def test_unknown_names_raise_listing_the_allowed_ones():
+    with pytest.raises(ValueError, match="softmax, gumbel, dirichlet"):
+        make_relaxation("concrete")
+    with pytest.raises(ValueError, match="simplex"):
+        Architecture(SPECS, simplex="node")
+    with pytest.raises(ValueError):
+        Dirichlet(concentration="exp")
+    with pytest.raises(ValueError):
+        Gumbel(prior="mc")
+
+
+def test_dirichlet_sample_mean_approaches_beta_over_its_sum():
+    torch.manual_seed(0)
+    theta = torch.randn(3, 4, dtype=torch.float64)
+    for concentration in ("softplus", "elu1"):
+        relaxation = Dirichlet(concentration=concentration)
+        gamma, _ = relaxation.sample(theta.expand(20000, 3, 4), 1.0)
+        torch.testing.assert_close(gamma.mean(0), relaxation.mean(theta), atol=1e-2, rtol=0)
+    assert not torch.allclose(Dirichlet(concentration="elu1").beta(theta), Dirichlet().beta(theta))
+
+
+def test_hard_gumbel_is_one_hot_forward_with_nonzero_gradients():
+    arch = make("gumbel", init_scale=1.0)
+    w = arch.sample(temperature=0.5, hard=True)
+    for kind, spec in SPECS.items():
+        rows = w[kind][[any(r) for r in spec.mask]]
+        assert ((rows == 0) | (rows == 1)).all() and (rows.sum(-1) == 1).all()
+    torch.manual_seed(1)
+    loss = sum((w[k] * torch.randn_like(w[k])).sum() for k in w)
+    loss.backward()
+    for p in arch.parameters():
+        assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+
+
+def test_dirichlet_kl_is_nonnegative_and_zero_at_the_prior():
+    relaxation = Dirichlet(beta0=0.7)
+    torch.manual_seed(0)
+    thetas = 2 * torch.randn(200, 5, dtype=torch.float64)
+    kl = torch.stack([relaxation.regularizer(t[None], None, temperature=1.0, entry_ops=())
+                      for t in thetas])
+    assert (kl >= 0).all() and (kl > 1e-3).all()
+    at_prior = torch.log(torch.expm1(torch.full((2, 5), 0.7 - relaxation.eps, dtype=torch.float64)))
+    assert relaxation.beta(at_prior) == pytest.approx(0.7)
+    assert relaxation.regularizer(at_prior, None, temperature=1.0, entry_ops=()) == \
+        pytest.approx(0.0, abs=1e-10)
+
+
+def test_gumbel_kl_is_zero_at_the_prior_and_positive_on_average_elsewhere():
+    ops = (("a", "b", "c"),)
+    at_prior = Gumbel(prior_logits={"a": 1.0, "c": -1.0})
+    theta = torch.tensor([[1.0, 0.0, -1.0]], dtype=torch.float64)
+    _, y = at_prior.sample(theta, 0.3)
+    assert at_prior.regularizer(theta, y, temperature=0.3, entry_ops=ops) == \
+        pytest.approx(0.0, abs=1e-12)
+    # far from the uniform prior, the Monte-Carlo KL averages to a clearly positive number
+    uniform = Gumbel()
+    torch.manual_seed(0)
+    far = torch.tensor([[4.0, 0.0, -2.0]], dtype=torch.float64).expand(5000, 1, 3)
+    _, y = uniform.sample(far, 0.5)
+    kl = uniform.regularizer(far, y, temperature=0.5, entry_ops=ops) / 5000
+    assert kl > 0.5
+    arch = make("gumbel", init_scale=0.0)
+    assert arch.regularizer(temperature=0.4).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_regularizers_match_reference_formulas():
+    torch.manual_seed(0)
+    theta, tau = torch.randn(4, 3, dtype=torch.float64), 0.8
+    # Gumbel "logp": the density of the Concrete on the simplex, as torch computes it
+    relaxation = Gumbel(prior="logp", prior_logits={"a": 0.5, "b": -1.0})
+    gamma, y = relaxation.sample(theta, tau)
+    phi = torch.tensor([0.5, -1.0, 0.0], dtype=torch.float64).expand(4, 3)
+    reference = torch.distributions.RelaxedOneHotCategorical(torch.tensor(tau), logits=phi)
+    got = relaxation.regularizer(theta, y, temperature=tau, entry_ops=[("a", "b", "c")] * 4)
+    torch.testing.assert_close(got, -reference.log_prob(gamma).sum())
+    # Dirichlet: KL(Dir(a) || Dir(b)) written out
+    relaxation = Dirichlet(beta0=0.3)
+    a, b = relaxation.beta(theta), torch.full((4, 3), 0.3, dtype=torch.float64)
+    lg, dg = torch.lgamma, torch.digamma
+    kl = (lg(a.sum(-1)) - lg(a).sum(-1) - lg(b.sum(-1)) + lg(b).sum(-1)
+          + ((a - b) * (dg(a) - dg(a.sum(-1, keepdim=True)))).sum(-1))
+    torch.testing.assert_close(relaxation.regularizer(theta, None, temperature=1.0, entry_ops=()),
+                               kl.sum())
+
+
+def test_regularizer_is_evaluated_at_the_given_sample():
+    arch = make("gumbel", init_scale=1.0)
+    s = arch.sample(temperature=0.5)
+    assert arch.regularizer(s) == arch.regularizer(s)  # no fresh noise when a sample is given
+    assert arch.regularizer(s) != arch.regularizer(arch.sample(temperature=0.5))
+    with pytest.raises(ValueError, match="temperature"):
+        arch.regularizer(s, temperature=1.0)
+    with pytest.raises(TypeError, match="StructureSample"):
+        arch.regularizer(dict(s))
+
+
+@pytest.mark.parametrize("a,b", [
+    (("gumbel", {}), ("gumbel", {"prior": "logp"})),
+    (("gumbel", {}), ("gumbel", {"prior_logits": {"tanh": 2.0}})),
+    (("dirichlet", {}), ("dirichlet", {"concentration": "elu1"})),
+    (("dirichlet", {}), ("dirichlet", {"beta0": 2.0})),
+    (("dirichlet", {}), ("dirichlet", {"eps": 0.1})),
+    (("softmax", {}), ("softmax", {"regularizer": "entropy"})),
+])
+def test_every_relaxation_option_changes_the_regularizer(a, b):
+    values = []
+    for name, options in (a, b):
+        arch = make(name, init_scale=1.0, seed=3, **options)
+        torch.manual_seed(5)
+        values.append(arch.regularizer(arch.sample(temperature=0.5)).item())
+    assert values[0] != values[1]
+
+
+@pytest.mark.parametrize("change", [{"relaxation": "dirichlet"}, {"relaxation": "gumbel"},
+                                    {"simplex": "vertex"}, {"init_scale": 0.5}, {"seed": 1}])
+def test_every_architecture_flag_changes_the_sample(change):
+    base = dict(relaxation="softmax", simplex="edge", init_scale=1e-3, seed=0)
+    draws = []
+    for kwargs in (base, {**base, **change}):
+        arch = make(**kwargs)
+        torch.manual_seed(7)
+        draws.append(arch.sample(temperature=0.5)["dag"])
+    assert not torch.equal(draws[0], draws[1])
+
+
+def test_temperature_only_moves_the_gumbel_sample():
+    for name, moves in (("gumbel", True), ("softmax", False), ("dirichlet", False)):
+        arch = make(name, init_scale=1.0)
+        w = []
+        for tau in (1.0, 0.2):
+            torch.manual_seed(0)
+            w.append(arch.sample(temperature=tau)["dag"])
+        assert torch.equal(w[0], w[1]) is not moves
+
+
+def test_init_is_reproducible_from_the_generator():
+    a, b = make(seed=4, init_scale=1.0), make(seed=4, init_scale=1.0)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    assert max(p.abs().max() for p in make().parameters()) < 1e-2  # DARTS 1e-3 scale
+
+
+def test_mode_is_the_argmax_of_the_mean_per_group():
+    arch = make("dirichlet", init_scale=1.0)
+    mean, mode = arch.mean(), arch.mode()
+    for kind, spec in SPECS.items():
+        for e, row in enumerate(spec.mask):
+            allowed = [k for k, ok in enumerate(row) if ok]
+            best = max(allowed, key=lambda k: mean[kind][e, k])
+            assert mode[kind][e, best] == 1 and mode[kind][e].sum() == 1
+    assert not any(w.requires_grad for w in mode.values())
+
+
+def test_temperature_schedule_endpoints_and_monotonicity():
+    for kind in ("exp", "linear"):
+        taus = [temperature(e, 10, 1.0, 0.1, kind) for e in range(10)]
+        assert taus[0] == pytest.approx(1.0) and taus[-1] == pytest.approx(0.1)
+        assert all(a > b for a, b in zip(taus, taus[1:]))
+    assert temperature(5, 10, 1.0, 0.1, "exp") != temperature(5, 10, 1.0, 0.1, "linear")
+    assert temperature(7, 10, 2.0, 0.1, "constant") == 2.0
+    assert temperature(99, 10) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        temperature(0, 10, kind="cosine")
+
+
+def test_entropy_and_collapse_diagnostics():
+    arch = make("softmax", init_scale=0.0)
+    h = arch.entropy()
+    # uniform init: per edge log(#allowed ops): 3 edges with 4 ops, 2 with 3; one edge of 2 ops
+    assert h["dag"].item() == pytest.approx(3 * math.log(4) + 2 * math.log(3))
+    assert h["total"].item() == pytest.approx(h["dag"].item() + math.log(2))
+    with torch.no_grad():
+        arch.theta["dag_4"][:, 2] = 10.0   # the 4-op edges lead with "linear" (has parameters)
+        arch.theta["dag_3"][:, 0] = 10.0   # the 3-op edges lead with their first allowed op
+    assert arch.entropy()["dag"] < 0.1 * h["dag"]
+    # edge 1 allows (zero, linear, tanh) -> zero; edge 4 allows (identity, linear, tanh) -> identity
+    assert relax.param_free_leaders(arch) == {"dag": 2, "small": 1}
+    stats = relax.collapse_stats(arch)
+    assert stats["param_free/dag"] == 2.0 and set(stats) >= {"entropy/dag", "entropy/total"}
+    lists = relax.edge_weights(arch)
+    assert len(lists["dag"]) == 5 and len(lists["dag"][0]) == 4
+    assert isinstance(lists["dag"][0][0], float)
+    assert lists["dag"][1][1] == 0.0
+
+
+def test_state_dict_round_trip_holds_only_theta():
+    a, b = make(seed=1, init_scale=1.0), make(seed=2, init_scale=1.0)
+    state = a.state_dict()
+    assert all(k.startswith("theta.") for k in state)
+    b.load_state_dict(state)
+    torch.testing.assert_close(a.mean(), b.mean())
+
+
+def test_works_with_the_real_arch_spec():
+    space = pytest.importorskip("relnas.space")
+    spec = space.ArchSpec(OPS, EDGES, MASK, (True, True, False, False))
+    arch = Architecture({"dag": spec}, relaxation="dirichlet", simplex="vertex")
+    assert arch.sample()["dag"].shape == (5, 4)

@@ -1,0 +1,144 @@
+"""Write the source of the experiment notebooks (no outputs); `make reproduce` executes them.
+
+The notebooks are thin: a parameters cell (papermill), one call into relnas, tables and figures.
+Run `python tools/build_notebooks.py` after changing this file, then `make reproduce`.
+"""
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECK = {"tags": ["nbval-check-output"]}
+PARAMS = {"tags": ["parameters"]}
+KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+          "language_info": {"name": "python"}}
+
+
+def experiment_notebook(name: str, dataset: str, title: str, intro: str, params: str,
+                        extra: str = ""):
+    cells = [
+        new_markdown_cell(f"# {title}\n\n{intro}\n\nRerun with other parameters, e.g. "
+                          f"`papermill notebooks/{name}.ipynb out.ipynb -k python3 -p seeds '[0, 1]'`"
+                          " (see the README)."),
+        new_code_cell(params, metadata=PARAMS),
+        new_code_cell(
+            "from IPython.display import Markdown, display\n\n"
+            "from relnas import report\n"
+            "from relnas.plans import run_experiment\n\n"
+            f"runs = run_experiment({dataset!r}, profile=profile, seeds=seeds, relaxations=relaxations,\n"
+            "                      lambdas=lambdas, learned_precision=learned_A, order=order,\n"
+            "                      epochs=epochs, retrain_epochs=retrain_epochs, device=device,\n"
+            "                      results_dir=results_dir, progress=progress, checkpoint_interval=10.0)\n"
+            "print(f'{len(runs)} runs')"),
+        new_markdown_cell("## Results\n\nTest metric as mean ± std over seeds; for the relnas rows the "
+                          "structural prior strength lambda is the one with the best mean *validation* "
+                          "score. Parameters are those of the derived (or pruned) model; times are wall "
+                          "clock on the device named."),
+        new_code_cell(
+            "summary = report.summary_table(runs)\n"
+            "table = report.format_table(summary)\n"
+            f"report.write_table(table, {dataset!r})\n"
+            "print(table.to_markdown(index=False))", metadata=CHECK),
+        new_markdown_cell("Published anchors (method.md), for orientation; they come from other "
+                          "protocols and hardware."),
+        new_code_cell(f"print(report.anchors({dataset!r}).to_markdown(index=False))", metadata=CHECK),
+        new_markdown_cell("## Figures\n\nAccuracy against size, with the Pareto front over lambda and "
+                          "methods; structure weights over the search; collapse diagnostics; learned "
+                          "precisions; derived architectures; time per method."),
+        new_code_cell(f"fig = report.plot_pareto(runs)\nreport.savefig(fig, '{dataset}_pareto')\nfig"),
+        new_code_cell(
+            "selected = report.selected_runs(runs)\n"
+            "searched = selected[selected['method'] == 'search']\n"
+            "fig = report.plot_structure_trajectories(report.read_per_label(searched, report.read_trajectory))\n"
+            f"report.savefig(fig, '{dataset}_structure_weights')\nfig"),
+        new_code_cell(
+            "histories = report.read_per_label(searched, report.read_history)\n"
+            "fig = report.plot_collapse({k: h[h['phase'] == 'search'] for k, h in histories.items()})\n"
+            f"report.savefig(fig, '{dataset}_collapse')\nfig"),
+        new_code_cell(
+            "learned = searched[searched['learned_precision']]\n"
+            "fig = report.plot_precisions(report.read_per_label(learned, report.read_precisions))\n"
+            f"report.savefig(fig, '{dataset}_precisions')\nfig"),
+        new_code_cell(
+            "genotypes = report.read_per_label(selected[selected['method'].isin(['search', 'random'])],\n"
+            "                                  report.read_genotype)\n"
+            "for label, genotype in genotypes.items():\n"
+            "    fig = report.plot_genotype(genotype)\n"
+            "    fig.suptitle(label)\n"
+            f"    report.savefig(fig, '{dataset}_architecture_' + report.slug(label))\n"
+            "    display(fig)"),
+        new_code_cell(f"fig = report.plot_times(runs)\nreport.savefig(fig, '{dataset}_times')\nfig"),
+    ]
+    if extra:
+        cells.append(new_code_cell(extra))
+    return new_notebook(cells=cells, metadata=KERNEL)
+
+
+BOSTON_PARAMS = """# Parameters (papermill): the default runs the full Boston protocol on 2 CPU cores.
+profile = "default"                     # "default" or "smoke"
+relaxations = ["dirichlet", "gumbel"]   # structural priors of relnas
+lambdas = [0.01, 0.1, 1.0]              # prior strengths; chosen per method on validation
+seeds = [0, 1, 2, 3, 4]
+epochs = None                           # search epochs; None = the profile's
+retrain_epochs = None                   # None = the profile's
+learned_A = [False, True]               # weight-prior precisions fixed and/or learned (order 2)
+order = 1                               # hypergradient order of relnas without learned A
+device = "cpu"                          # "cpu", "cuda" or "auto"
+results_dir = None                      # None = $RELNAS_RESULTS, else results/
+progress = False                        # tqdm progress bars
+"""
+
+MNIST_PARAMS = BOSTON_PARAMS.replace(
+    "# Parameters (papermill): the default runs the full Boston protocol on 2 CPU cores.",
+    "# Parameters (papermill): the default profile is a 5,000-image subset and few epochs (CPU);\n"
+    "# profile=\"paper\" is full data with the DARTS conv cell, for a GPU (device=\"cuda\").").replace(
+    '"default" or "smoke"', '"default", "smoke" or "paper"')
+
+
+def paper_notebook():
+    cells = [
+        new_markdown_cell("# The paper's tables and figures\n\nBuilt from the stored results of every "
+                          "dataset (`results/`), without recomputing anything. Run `01_boston` and "
+                          "`02_mnist` (and the CIFAR-10 runs on a GPU) first."),
+        new_code_cell("results_dir = None   # None = $RELNAS_RESULTS (+ $RELNAS_RESULTS_READ), else results/",
+                      metadata=PARAMS),
+        new_code_cell("import pandas as pd\n\nfrom relnas import report\nfrom relnas.plans import load_runs\n\n"
+                      "runs = load_runs(results_dir=results_dir)\n"
+                      "print(runs.groupby('dataset').size().to_string())", metadata=CHECK),
+        new_code_cell("summary = report.summary_table(runs)\n"
+                      "for dataset, part in summary.groupby('dataset', sort=False):\n"
+                      "    table = report.format_table(part)\n"
+                      "    report.write_table(table, f'paper_{dataset}')\n"
+                      "    print(f'### {dataset}')\n"
+                      "    print(table.to_markdown(index=False))\n"
+                      "    print()", metadata=CHECK),
+        new_code_cell("print(report.anchors().to_markdown(index=False))", metadata=CHECK),
+        new_code_cell("fig = report.plot_pareto(runs)\nreport.savefig(fig, 'paper_pareto')\nfig"),
+        new_code_cell("fig = report.plot_times(runs)\nreport.savefig(fig, 'paper_times')\nfig"),
+    ]
+    return new_notebook(cells=cells, metadata=KERNEL)
+
+
+def main():
+    nbs = {
+        "01_boston": experiment_notebook(
+            "01_boston", "boston", "Boston housing: relevance of MLP structure",
+            "Every method of the paper on Boston housing (506 rows, 13 features; see the README for "
+            "the ethical note on feature B): the expert 13-50-50-1 MLP, random search, magnitude "
+            "pruning, DARTS (1st/2nd order) and relnas with Dirichlet and Gumbel structural priors, "
+            "with fixed or learned weight precisions A, over several seeds. Test RMSE is in $1000s.",
+            BOSTON_PARAMS),
+        "02_mnist": experiment_notebook(
+            "02_mnist", "mnist", "MNIST: relevance of network structure",
+            "The same methods on MNIST: LeNet-300-100 and LeNet-5 as experts, the MLP DAG space in "
+            "the default profile (a subset, few epochs, CPU), the DARTS conv cell in the `paper` "
+            "profile (full data, GPU).", MNIST_PARAMS),
+        "04_paper": paper_notebook(),
+    }
+    for name, nb in nbs.items():
+        nbformat.write(nb, ROOT / "notebooks" / f"{name}.ipynb")
+
+
+if __name__ == "__main__":
+    main()
