@@ -9,6 +9,8 @@ export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
+# Data: the project's shared copy where it exists, else data/ here (filled by torchvision).
+export RELNAS_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(CURDIR)/data)
 NOTEBOOKS := notebooks/01_boston.ipynb notebooks/02_mnist.ipynb notebooks/04_paper.ipynb
 NB_PRESENT = $(wildcard $(NOTEBOOKS))
 STAMP := $(VENV)/.relnas-installed
@@ -30,7 +32,7 @@ venv: $(STAMP)
 	@$(PY) -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'relnas-checkout.pth').write_text('$(CURDIR)\n')"
 
 reproduce: venv
-	$(PY) -m relnas reproduce $(NOTEBOOKS)
+	RELNAS_DOWNLOAD=1 $(PY) -m relnas reproduce $(NOTEBOOKS)
 
 # Tests write results and figures to a temporary folder; committed results/ are read only.
 test: venv

@@ -46,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("--results-dir")
     p_run.add_argument("--recompute", action="store_true")
     p_run.add_argument("--progress", action="store_true")
+    p_run.add_argument("--wait", type=float, default=0.0,
+                       help="seconds to wait for another process computing the same config")
     p_exp = sub.add_parser("experiment", help="run a dataset's whole plan")
     p_exp.add_argument("dataset")
     p_exp.add_argument("--config", help="YAML file of plan parameters")
@@ -57,12 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from relnas.config import ConfigError
+    from relnas.store import RunLockedError
     try:
         if args.command == "run":
             from relnas.experiment import run
             values = {**_load_yaml(args.config), **parse_sets(args.set)}
             result = run(values, results_dir=args.results_dir, recompute=args.recompute,
-                         progress=args.progress)
+                         progress=args.progress, wait=args.wait)
             print(json.dumps({**result["metrics"], "dir": str(result["dir"]),
                               "cached": result["cached"]}, indent=2, default=str))
         elif args.command == "experiment":
@@ -80,4 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"relnas: invalid parameter: {exc}", file=sys.stderr)
         return 2
+    except RunLockedError as exc:
+        print(f"relnas: {exc}", file=sys.stderr)
+        return 3
     return 0

@@ -216,6 +216,11 @@ def _check_cross(cfg: Config) -> None:
         raise ConfigError(f"tau_end={cfg.tau_end} must be <= tau_start={cfg.tau_start}")
     if cfg.w_lr_min > cfg.w_lr:
         raise ConfigError(f"w_lr_min={cfg.w_lr_min} must be <= w_lr={cfg.w_lr}")
+    if cfg.lam > 0 and cfg.relaxation == "softmax":
+        raise ConfigError(f"lam={cfg.lam} needs a relaxation with a structural prior "
+                          "('dirichlet' or 'gumbel'); softmax (DARTS) has none, use lam=0")
+    if cfg.xi is not None and cfg.order == 1:
+        raise ConfigError(f"xi={cfg.xi} is the unrolled step size of order=2; order=1 uses xi=0")
     if cfg.hard and cfg.relaxation != "gumbel":
         raise ConfigError(f"hard=True is straight-through Gumbel; relaxation={cfg.relaxation!r}")
     check_device(cfg.device)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from relnas import derive, experts, phases, store
-from relnas.config import Config, make_config
+from relnas.config import Config, ConfigError, make_config
 from relnas.phases import Task
 
 
@@ -38,15 +38,28 @@ def run(cfg: Config | Mapping[str, Any], *, results_dir: str | Path | None = Non
     of each phase is always saved). ``wait``: seconds to wait for another process computing
     the same config before giving up with ``RunLockedError``.
     """
-    cfg = cfg if isinstance(cfg, Config) else make_config(**cfg)
+    # A Config built directly (``Config(epochs=0)``) skipped make_config: validate it too.
+    cfg = make_config(**(cfg.to_dict() if isinstance(cfg, Config) else cfg))
     results = store.ResultsStore(results_dir)
     if not recompute and (hit := results.load(cfg.dataset, cfg.to_dict())) is not None:
         return {**hit, "cached": True}
-    results.check_writable()
-    return results.run(cfg.dataset, cfg.to_dict(),
-                       lambda folder: compute(cfg, folder, progress=progress,
-                                              checkpoint_interval=checkpoint_interval),
-                       recompute=recompute, wait=wait)
+    check_results_dir(results)
+    result = results.run(cfg.dataset, cfg.to_dict(),
+                         lambda folder: compute(cfg, folder, progress=progress,
+                                                checkpoint_interval=checkpoint_interval),
+                         recompute=recompute, wait=wait)
+    if not result["cached"]:  # finished: the checkpoints only served resuming
+        for checkpoint in Path(result["dir"]).glob("checkpoint_*.pt"):
+            checkpoint.unlink(missing_ok=True)
+    return result
+
+
+def check_results_dir(results: store.ResultsStore) -> None:
+    """Refuse an unwritable results folder before any compute, as a bad ``results_dir``."""
+    try:
+        results.check_writable()
+    except PermissionError as exc:
+        raise ConfigError(f"results_dir={str(results.root)!r}: {exc}") from exc
 
 
 def compute(cfg: Config, run_dir: Path, *, progress: bool = False,

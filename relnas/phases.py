@@ -9,6 +9,7 @@ run would have done.
 from __future__ import annotations
 
 import io
+import os
 import platform
 import random
 import time
@@ -95,8 +96,10 @@ class Task:
     """The data of one run on its device, with a standardized target for regression."""
 
     def __init__(self, cfg: Config, device: torch.device):
+        # RELNAS_DOWNLOAD=1 (set by `make reproduce`): fetch missing files with torchvision.
         splits = rdata.load(cfg.dataset, seed=cfg.seed, valid_fraction=cfg.valid_fraction or None,
-                            subset=cfg.subset or None, device=device)
+                            subset=cfg.subset or None, device=device,
+                            download=os.environ.get("RELNAS_DOWNLOAD") == "1")
         self.splits = splits
         self.kind = CLASSIFICATION if splits.n_classes else REGRESSION
         self.scale = 1.0
@@ -222,7 +225,7 @@ def fit(model: nn.Module, cfg: Config, task: Task, run_dir: Path, tag: str, epoc
                                generator=epoch_generator(cfg.seed, epoch, 3), masks=masks)
         data = rdata.batches(x, y, cfg.retrain_batch, shuffle=True,
                              generator=epoch_generator(cfg.seed, epoch, 2))
-        stats = train_one_epoch(step, data, epoch=epoch)
+        stats = train_one_epoch(step, data, epoch=epoch + 1)  # 1-based, as in history.csv
         sched.step()
         model.eval()
         valid = task.evaluate(model, "valid")
@@ -281,7 +284,7 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
         valid = cycle(list(rdata.batches(xv, yv, cfg.batch_size, shuffle=True,
                                          generator=epoch_generator(cfg.seed, epoch, 1))))
         stats = train_one_epoch(lambda pair: opt.step(pair[0], pair[1], temperature=tau),
-                                zip(train, valid), epoch=epoch)
+                                zip(train, valid), epoch=epoch + 1)
         sched.step()
         net.eval()
         with torch.no_grad():
@@ -291,8 +294,7 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
         phase.epoch = epoch + 1
         phase.history.append({"phase": "search", "epoch": epoch + 1, "tau": tau,
                               "lr": sched.get_last_lr()[0], **stats,
-                              "valid_loss_mean_arch": evaluation["loss"],
-                              **collapse_stats(arch)})
+                              "valid_loss": evaluation["loss"], **_collapse_row(arch)})
         phase.extra["trajectory"].append(edge_weights(arch))
         phase.save(modules, last=epoch + 1 == cfg.epochs)
     with torch.no_grad():
@@ -305,3 +307,11 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
                                            "op_names": list(s.op_names)} for k, s in specs.items()},
                              "epochs": phase.extra["trajectory"]}}
     return genotype, extras, phase.history, phase.elapsed
+
+
+def _collapse_row(arch: Architecture) -> dict[str, float]:
+    """Collapse diagnostics of one epoch: entropy of the structure distribution (total and per
+    kind) and the number of edges whose leading op is parameter-free (total and per kind)."""
+    stats = collapse_stats(arch)
+    free = [v for k, v in stats.items() if k.startswith("param_free/")]
+    return {"entropy": stats["entropy/total"], "param_free_edges": sum(free), **stats}

@@ -456,7 +456,7 @@ def _edge_style(space: str, src: int, dst: int) -> tuple[float, float]:
     return (0.0 if dst - src == 1 else -0.35), 0.5
 
 
-def plot_genotype(genotype):
+def plot_genotype(genotype, title: str | None = None):
     """The derived architecture as a graph (networkx on matplotlib), a panel per cell kind
     (``dag``; or ``normal`` and ``reduce``), edges labelled with their op and coloured by it
     (the same colour in both panels); in a conv cell dotted
@@ -495,6 +495,8 @@ def plot_genotype(genotype):
                      f"MLP: {info.get('n_hidden')} hidden vertices of width {info.get('width')}")
         ax.margins(0.12)
         ax.axis("off")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 

@@ -180,6 +180,8 @@ class ResultsStore:
                     return cached
             if (folder / METRICS).exists():
                 os.unlink(folder / METRICS)  # stale or failed: not finished until rewritten
+            for stale in folder.glob(".*.tmp"):  # a killed writer's temp file; we hold the lock
+                stale.unlink(missing_ok=True)
             write_json(folder / CONFIG, dict(config))
             try:
                 metrics, history = compute(folder)

@@ -46,7 +46,8 @@ def train_one_epoch(step: Callable[[tuple], Mapping[str, float]], data: Iterable
                     epoch: int = 0) -> dict[str, float]:
     """Run ``step`` on every batch of ``data``; return the mean of each reported number.
 
-    Raises :class:`NonFiniteError` on the first NaN / inf that a step reports.
+    Raises :class:`NonFiniteError` on the first NaN / inf that a step reports, naming ``epoch``
+    (pass the 1-based number used in history.csv and checkpoints) and the 0-based step.
     """
     sums: dict[str, float] = {}
     count = 0

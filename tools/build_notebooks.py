@@ -29,7 +29,8 @@ def experiment_notebook(name: str, dataset: str, title: str, intro: str, params:
             f"runs = run_experiment({dataset!r}, profile=profile, seeds=seeds, relaxations=relaxations,\n"
             "                      lambdas=lambdas, learned_precision=learned_A, order=order,\n"
             "                      epochs=epochs, retrain_epochs=retrain_epochs, device=device,\n"
-            "                      results_dir=results_dir, progress=progress, checkpoint_interval=10.0)\n"
+            "                      results_dir=results_dir, progress=progress, workers=workers,\n"
+            "                      checkpoint_interval=10.0)\n"
             "print(f'{len(runs)} runs')"),
         new_markdown_cell("## Results\n\nTest metric as mean ± std over seeds; for the relnas rows the "
                           "structural prior strength lambda is the one with the best mean *validation* "
@@ -64,8 +65,7 @@ def experiment_notebook(name: str, dataset: str, title: str, intro: str, params:
             "genotypes = report.read_per_label(selected[selected['method'].isin(['search', 'random'])],\n"
             "                                  report.read_genotype)\n"
             "for label, genotype in genotypes.items():\n"
-            "    fig = report.plot_genotype(genotype)\n"
-            "    fig.suptitle(label)\n"
+            "    fig = report.plot_genotype(genotype, title=label)\n"
             f"    report.savefig(fig, '{dataset}_architecture_' + report.slug(label))\n"
             "    display(fig)"),
         new_code_cell(f"fig = report.plot_times(runs)\nreport.savefig(fig, '{dataset}_times')\nfig"),
@@ -80,20 +80,24 @@ profile = "default"                     # "default" or "smoke"
 relaxations = ["dirichlet", "gumbel"]   # structural priors of relnas
 lambdas = [0.01, 0.1, 1.0]              # prior strengths; chosen per method on validation
 seeds = [0, 1, 2, 3, 4]
-epochs = None                           # search epochs; None = the profile's
-retrain_epochs = None                   # None = the profile's
+epochs = None                           # search epochs (None: profile default)
+retrain_epochs = None                   # retrain epochs (None: profile default)
 learned_A = [False, True]               # weight-prior precisions fixed and/or learned (order 2)
 order = 1                               # hypergradient order of relnas without learned A
 device = "cpu"                          # "cpu", "cuda" or "auto"
-results_dir = None                      # None = $RELNAS_RESULTS, else results/
+results_dir = None                      # None: env RELNAS_RESULTS or results/
 progress = False                        # tqdm progress bars
+workers = 2                             # runs in parallel processes (2 cores, 1 thread each)
 """
 
 MNIST_PARAMS = BOSTON_PARAMS.replace(
     "# Parameters (papermill): the default runs the full Boston protocol on 2 CPU cores.",
     "# Parameters (papermill): the default profile is a 5,000-image subset and few epochs (CPU);\n"
     "# profile=\"paper\" is full data with the DARTS conv cell, for a GPU (device=\"cuda\").").replace(
-    '"default" or "smoke"', '"default", "smoke" or "paper"')
+    '"default" or "smoke"', '"default", "smoke" or "paper"').replace(
+    "lambdas = [0.01, 0.1, 1.0]    ", "lambdas = [0.1, 1.0]          ").replace(
+    "workers = 2                             # runs in parallel processes (2 cores, 1 thread each)",
+    "workers = 1                             # runs in parallel processes (each run uses 2 threads)")
 
 
 def paper_notebook():
@@ -101,7 +105,7 @@ def paper_notebook():
         new_markdown_cell("# The paper's tables and figures\n\nBuilt from the stored results of every "
                           "dataset (`results/`), without recomputing anything. Run `01_boston` and "
                           "`02_mnist` (and the CIFAR-10 runs on a GPU) first."),
-        new_code_cell("results_dir = None   # None = $RELNAS_RESULTS (+ $RELNAS_RESULTS_READ), else results/",
+        new_code_cell("results_dir = None   # None: env RELNAS_RESULTS (and RELNAS_RESULTS_READ) or results/",
                       metadata=PARAMS),
         new_code_cell("import pandas as pd\n\nfrom relnas import report\nfrom relnas.plans import load_runs\n\n"
                       "runs = load_runs(results_dir=results_dir)\n"

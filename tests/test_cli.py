@@ -1,0 +1,106 @@
+"""Command line: ``python -m relnas run`` prints the metrics as JSON and exits 0; a bad
+parameter exits 2 with ``invalid parameter`` and its name on stderr, before any compute."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from relnas import cli, experiment
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_SETS = ["dataset=boston", "n_hidden=2", "width=8", "epochs=2", "retrain_epochs=2",
+             "batch_size=64", "retrain_batch=64", "threads=1"]
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch):
+    torch.set_num_threads(1)
+    monkeypatch.delenv("RELNAS_RESULTS_READ", raising=False)
+
+
+def _relnas(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RELNAS_RESULTS_READ", "RELNAS_RESULTS")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "relnas", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_run_prints_metrics_and_exits_0(tmp_path):
+    proc = _relnas("run", "--set", *TINY_SETS, "--results-dir", str(tmp_path / "res"),
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["status"] == "ok" and out["cached"] is False and out["metric"] == "rmse"
+    assert out["test_metric"] > 0 and out["params"] > 0
+    run_dir = Path(out["dir"])
+    assert run_dir.parent.parent == tmp_path / "res"
+    assert json.loads((run_dir / "metrics.json").read_text())["test_metric"] == out["test_metric"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]  # nothing written elsewhere
+
+
+def test_bad_parameter_exits_2_naming_it(tmp_path):
+    proc = _relnas("run", "--set", *TINY_SETS, "lamda=0.1", "--results-dir",
+                   str(tmp_path / "res"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "invalid parameter" in proc.stderr and "'lamda'" in proc.stderr
+    assert "did you mean 'lam'" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert not (tmp_path / "res").exists()
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """In-process CLI calls: record the validated config instead of computing."""
+    seen = []
+
+    def stub(cfg, folder, **kwargs):
+        seen.append(cfg)
+        return {"test_metric": 1.0}, [{"epoch": 1}]
+
+    monkeypatch.setattr(experiment, "compute", stub)
+    return seen
+
+
+@pytest.mark.parametrize("sets, name", [
+    (["epochs=0"], "epochs"),
+    (["dataset=bostn"], "dataset"),
+    (["seed=1.5"], "seed"),
+    (["relaxation=softmax", "lam=0.1"], "lam"),
+    (["ops=[linear, conv9]"], "ops"),
+])
+def test_bad_values_exit_2(sets, name, tmp_path, capsys, no_compute):
+    code = cli.main(["run", "--set", *TINY_SETS, *sets, "--results-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("relnas: invalid parameter: ") and name in err
+    assert no_compute == [] and not (tmp_path / "r").exists()
+
+
+def test_unwritable_results_dir_exits_2(tmp_path, capsys, no_compute):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code = cli.main(["run", "--set", *TINY_SETS, "--results-dir", str(blocker / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "invalid parameter" in err and "results_dir" in err and "not writable" in err
+    assert no_compute == []
+
+
+def test_yaml_config_and_set_values_are_typed(tmp_path, capsys, no_compute):
+    config = tmp_path / "x.yaml"
+    config.write_text("dataset: boston\nrelaxation: dirichlet\nlam: 1\nseed: 7\nwidth: 8\n")
+    code = cli.main(["run", "--config", str(config), "--set", "seed=3", "ops=[linear, zero]",
+                     "n_hidden=2", "--results-dir", str(tmp_path / "r")])
+    assert code == 0
+    (cfg,) = no_compute
+    assert cfg.seed == 3 and cfg.lam == 1.0 and cfg.width == 8  # --set wins over the file
+    assert cfg.ops == ("linear", "zero") and cfg.relaxation == "dirichlet"
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "ok" and out["cached"] is False
+    # The same parameters again: a cache hit, no compute.
+    assert cli.main(["run", "--config", str(config), "--set", "seed=3", "ops=[linear, zero]",
+                     "n_hidden=2", "--results-dir", str(tmp_path / "r")]) == 0
+    assert json.loads(capsys.readouterr().out)["cached"] is True and len(no_compute) == 1
