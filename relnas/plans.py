@@ -39,9 +39,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "mnist": {
         # A subset and few epochs: the notebook's default run on 2 CPU cores.
         "default": dict(space="mlp", subset=3000, n_hidden=2, width=64, batch_size=250,
-                        epochs=8, w_lr=0.05, arch_lr=3e-3, retrain_epochs=10, retrain_batch=128,
+                        epochs=6, w_lr=0.05, arch_lr=3e-3, retrain_epochs=8, retrain_batch=128,
                         retrain_optimizer="adam", retrain_lr=1e-3, retrain_weight_decay=0.0,
-                        random_samples=4, threads=2),
+                        random_samples=3, threads=1),
         "smoke": dict(space="mlp", subset=256, n_hidden=1, width=8, batch_size=128, epochs=1,
                       retrain_epochs=1, retrain_batch=128, retrain_optimizer="adam",
                       retrain_lr=1e-3, random_samples=2, threads=1),

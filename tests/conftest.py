@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +21,12 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"no data: set RELNAS_DATA (default {path} is absent)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny nets: with 2 busy cores, intra-op threads cost far more than they save."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -14,15 +14,6 @@ from relnas.space import ConvSupernet, MLPSupernet, one_hot_weights, uniform_wei
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convs: with 2 busy cores, intra-op threads cost 100x more than they save."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _mlp_choices(spec, rng):
     """A random allowed op per edge, with at least one non-zero edge into every hidden vertex."""
     choices = []

@@ -8,15 +8,6 @@ from relnas.space import (ConvSupernet, MLPSupernet, MixedEdge, one_hot_weights,
                           uniform_weights)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convs: with 2 busy cores, intra-op threads cost 100x more than they save."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _random_weights(specs, dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)
     return {k: torch.rand(s.n_edges, s.n_ops, generator=g, dtype=dtype) * s.mask_tensor(dtype)
