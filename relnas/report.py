@@ -171,7 +171,8 @@ def format_table(summary: pd.DataFrame, dataset: str | None = None) -> pd.DataFr
     if df["exact_mean"].notna().any():
         out["exact test accuracy (%)"] = [format_mean_std(m, s, "acc") for m, s in
                                           zip(df["exact_mean"], df["exact_std"])]
-    out["lambda"] = ["—" if pd.isna(v) else f"{v:g}" for v in df["lam"]]
+    swept = df["label"].astype(str).str.startswith("relnas")  # lambda applies to the priors only
+    out["lambda"] = ["—" if pd.isna(v) or not s else f"{v:g}" for v, s in zip(df["lam"], swept)]
     out["params"] = ["—" if pd.isna(v) else f"{int(v):,}" for v in df["params"]]
     out["search time"] = [format_seconds(v) for v in df["search_time_s"]]
     out["total time"] = [format_seconds(v) for v in df["total_time_s"]]
