@@ -221,6 +221,14 @@ def _check_cross(cfg: Config) -> None:
                           "('dirichlet' or 'gumbel'); softmax (DARTS) has none, use lam=0")
     if cfg.xi is not None and cfg.order == 1:
         raise ConfigError(f"xi={cfg.xi} is the unrolled step size of order=2; order=1 uses xi=0")
+    if cfg.cutout > 0 and cfg.dataset == "boston":
+        raise ConfigError(f"cutout={cfg.cutout} needs image data; boston has tabular features")
+    darts_net = (cfg.method in ("search", "random") and cfg.space == "conv") or \
+        (cfg.method in ("expert", "prune") and cfg.expert == "darts_v2")
+    for name in ("drop_path", "auxiliary_weight"):
+        if getattr(cfg, name) > 0 and not darts_net:
+            raise ConfigError(f"{name}={getattr(cfg, name)} applies to DARTS cell networks only "
+                              "(space='conv' searches, or expert='darts_v2'); set it to 0")
     if cfg.hard and cfg.relaxation != "gumbel":
         raise ConfigError(f"hard=True is straight-through Gumbel; relaxation={cfg.relaxation!r}")
     check_device(cfg.device)

@@ -116,6 +116,13 @@ def base_config(dataset: str, profile: str = "default", **overrides: Any) -> dic
     return fields
 
 
+def _for_expert(fields: dict[str, Any], expert: str) -> dict[str, Any]:
+    """The DARTS retrain options (drop-path, auxiliary head) exist for DARTS cells only."""
+    if expert == "darts_v2":
+        return fields
+    return {**fields, "drop_path": 0.0, "auxiliary_weight": 0.0}
+
+
 def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1, 2, 3, 4),
          relaxations: Sequence[str] = ("dirichlet", "gumbel"),
          lambdas: Sequence[float] = (0.01, 0.1, 1.0), learned_precision: Sequence[bool] = (False, True),
@@ -128,7 +135,7 @@ def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1
     for seed in seeds:
         one = dict(base, seed=seed)
         if "expert" in include:
-            configs += [make_config(**one, method="expert", expert=e)
+            configs += [make_config(**_for_expert(one, e), method="expert", expert=e)
                         for e in EXPERTS_FOR[(dataset, base.get("space", "mlp"))]]
         if "random" in include:
             configs.append(make_config(**one, method="random"))
@@ -150,8 +157,9 @@ def prune_plan(runs: pd.DataFrame, base: dict[str, Any]) -> list[Config]:
     relnas = runs[runs["label"].str.startswith("relnas")]
     for seed, rows in relnas.groupby("seed"):
         budget = int(statistics.median(rows["params"]))
-        configs.append(make_config(**dict(base, seed=int(seed)), method="prune",
-                                   expert=PRUNED_EXPERT[base["dataset"]], param_budget=budget))
+        expert = PRUNED_EXPERT[base["dataset"]]
+        configs.append(make_config(**_for_expert(dict(base, seed=int(seed)), expert),
+                                   method="prune", expert=expert, param_budget=budget))
     return configs
 
 

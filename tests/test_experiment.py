@@ -1,0 +1,60 @@
+"""End to end through ``relnas.experiment.run`` for the conv space (the paper profile's path).
+
+A tiny DARTS cell on 64 MNIST images: search (second order, learned A, Dirichlet prior),
+derive top-2 per node, retrain with the DARTS retrain options (cutout, drop-path, auxiliary
+head) and evaluate, all on the CPU in seconds. The MLP path of every method is covered by the
+papermill smoke runs in test_notebooks.py.
+"""
+import json
+
+import pytest
+
+from relnas.derive import Genotype
+from relnas.experiment import run
+
+TINY_CONV = dict(dataset="mnist", space="conv", subset=64, C=2, layers=3, n_nodes=2,
+                 stem_multiplier=1, batch_size=32, epochs=2, retrain_C=4, retrain_layers=3,
+                 retrain_epochs=2, retrain_batch=32, threads=1)
+
+
+@pytest.fixture(autouse=True)
+def _no_read_roots(monkeypatch):
+    monkeypatch.setenv("RELNAS_RESULTS_READ", "")
+
+
+def test_conv_search_derive_retrain(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("RELNAS_DATA", str(data_dir))
+    result = run(dict(TINY_CONV, relaxation="dirichlet", lam=0.1, order=2, hvp="exact",
+                      learned_precision=True, cutout=8, drop_path=0.2, auxiliary_weight=0.4),
+                 results_dir=tmp_path)
+    metrics = result["metrics"]
+    assert metrics["status"] == "ok" and 0.0 <= metrics["test_metric"] <= 1.0
+    genotype = Genotype.from_dict(metrics["genotype"])
+    assert genotype.kinds == ("normal", "reduce")
+    for kind in genotype.kinds:
+        dsts = [dst for _, _, dst in genotype.edges(kind)]
+        assert sorted(set(dsts)) == [2, 3] and all(dsts.count(v) == 2 for v in (2, 3))  # top-2
+        assert all(op != "none" for op, _, _ in genotype.edges(kind))
+    precisions = json.loads((result["dir"] / "precisions.json").read_text())
+    assert any(name.startswith("cells.") for name in precisions)
+    assert len({round(a, 6) for a in precisions.values()}) > 1  # learned: no longer all equal
+    phases = {row["phase"] for row in result["history"]}
+    assert phases == {"search", "retrain"}
+    assert not list(result["dir"].glob("checkpoint_*.pt"))  # removed once finished
+
+
+def test_lenet5_expert_trains(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("RELNAS_DATA", str(data_dir))
+    result = run(dict(TINY_CONV, method="expert", dataset="mnist", space="conv",
+                      expert="lenet5", retrain_epochs=1), results_dir=tmp_path)
+    assert result["metrics"]["params"] == 431080  # LeNet-5 (Caffe form) on 28x28 inputs
+
+
+def test_every_profile_plans_valid_configs():
+    from relnas.plans import PROFILES, plan
+
+    for dataset, profiles in PROFILES.items():
+        for profile in profiles:
+            configs = plan(dataset, profile=profile, seeds=[0], lambdas=[0.1])
+            methods = {c.method for c in configs}
+            assert methods == {"expert", "random", "search"}, (dataset, profile)
