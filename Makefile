@@ -18,6 +18,7 @@ STAMP := $(VENV)/.relnas-installed
 .PHONY: venv reproduce test unit nbval lab lock clean-venv help
 help:
 	@echo "make reproduce   set up, then run the experiment notebooks (results/, figures/, notebooks/)"
+	@echo "                 FRESH=1 recomputes every run instead of reusing results/"
 	@echo "make test        set up, then run unit tests and nbval on the notebooks"
 	@echo "make lab         open the notebooks in JupyterLab"
 
@@ -31,8 +32,9 @@ $(STAMP): requirements.lock pyproject.toml
 venv: $(STAMP)
 	@$(PY) -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'relnas-checkout.pth').write_text('$(CURDIR)\n')"
 
+# Stored runs in results/ are reused (keyed by their full config); FRESH=1 recomputes them all.
 reproduce: venv
-	RELNAS_DOWNLOAD=1 $(PY) -m relnas reproduce $(NOTEBOOKS)
+	RELNAS_DOWNLOAD=1 $(PY) -m relnas reproduce $(if $(FRESH),--fresh) $(NOTEBOOKS)
 
 # Tests write results and figures to a temporary folder; committed results/ are read only.
 test: venv

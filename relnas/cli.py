@@ -56,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_exp.add_argument("--progress", action="store_true")
     p_rep = sub.add_parser("reproduce", help="execute notebooks in place with papermill")
     p_rep.add_argument("notebooks", nargs="+")
+    p_rep.add_argument("--fresh", action="store_true",
+                       help="recompute every run instead of reusing stored results")
     args = parser.parse_args(argv)
 
     from relnas.config import ConfigError
@@ -78,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             from relnas.notebooks import execute
             for nb in args.notebooks:
-                seconds = execute(nb)
+                seconds = execute(nb, parameters={"recompute": True} if args.fresh else None)
                 print(f"{nb}: executed in {seconds:.0f} s", flush=True)
     except ConfigError as exc:
         print(f"relnas: invalid parameter: {exc}", file=sys.stderr)

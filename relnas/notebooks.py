@@ -29,10 +29,28 @@ def strip_volatile(nb) -> None:
     nb.metadata.pop("widgets", None)
 
 
+def notebook_parameters(path: str | os.PathLike) -> set[str]:
+    """Names assigned in the notebook's cell tagged ``parameters``."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            tree = ast.parse(cell.source)
+            return {t.id for node in tree.body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)}
+    return set()
+
+
 def execute(path: str | os.PathLike, output: str | os.PathLike | None = None,
             parameters: Mapping[str, Any] | None = None, *, timeout: int = 1800,
             log_output: bool = True) -> float:
     """Run ``path`` through papermill into ``output`` (default: in place). Returns seconds taken.
+
+    ``parameters`` that the notebook does not declare are dropped (one set of parameters can
+    serve several notebooks, e.g. ``recompute``).
 
     The output is written to a temporary file first and renamed over the target only after a
     successful run, so a failing notebook never replaces a good committed one; the failed
@@ -43,11 +61,13 @@ def execute(path: str | os.PathLike, output: str | os.PathLike | None = None,
 
     path = Path(path).resolve()
     output = Path(output).resolve() if output else path
+    known = notebook_parameters(path)
+    parameters = {k: v for k, v in (parameters or {}).items() if k in known}
     fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".ipynb", dir=output.parent)
     os.close(fd)
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(path), tmp, parameters=dict(parameters or {}), kernel_name="python3",
+        pm.execute_notebook(str(path), tmp, parameters=parameters, kernel_name="python3",
                             cwd=str(path.parent), progress_bar=False, log_output=log_output,
                             execution_timeout=timeout)
     except BaseException:

@@ -169,7 +169,7 @@ def _run_row(cfg: Config, kw: dict[str, Any]) -> dict[str, Any]:
 
 def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
             progress: bool = False, checkpoint_interval: float = 0.0,
-            workers: int = 1) -> pd.DataFrame:
+            workers: int = 1, recompute: bool = False) -> pd.DataFrame:
     """Run (or load from the store) each config; one row per run, in the order of ``configs``.
 
     ``workers`` > 1 runs configs in that many separate processes (spawned, so each has its own
@@ -177,7 +177,8 @@ def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
     small runs. Each run's own times are measured inside its process.
     """
     configs = list(configs)
-    kw = {"results_dir": results_dir, "checkpoint_interval": checkpoint_interval}
+    kw = {"results_dir": results_dir, "checkpoint_interval": checkpoint_interval,
+          "recompute": recompute}
     if workers > 1 and len(configs) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -213,10 +214,11 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
                    relaxations=("dirichlet", "gumbel"), lambdas=(0.01, 0.1, 1.0),
                    learned_precision=(False, True), order: int = 1, results_dir=None,
                    progress: bool = False, checkpoint_interval: float = 0.0, workers: int = 1,
-                   **overrides: Any) -> pd.DataFrame:
+                   recompute: bool = False, **overrides: Any) -> pd.DataFrame:
     """Plan, validate, run every method of one dataset (pruning last); the runs table.
 
     Every config is validated and the results folder checked before the first run starts.
+    Stored runs of the same configs are reused unless ``recompute``.
     """
     configs = plan(dataset, profile=profile, seeds=as_list("seeds", seeds),
                    relaxations=as_list("relaxations", relaxations),
@@ -226,7 +228,9 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
     check_results_dir(store.ResultsStore(results_dir))
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
-    kw = {"results_dir": results_dir, "progress": progress,
+    if not isinstance(recompute, bool):
+        raise ConfigError(f"recompute must be True or False, got {recompute!r}")
+    kw = {"results_dir": results_dir, "progress": progress, "recompute": recompute,
           "checkpoint_interval": checkpoint_interval, "workers": workers}
     runs = run_all(configs, **kw)
     pruned = prune_plan(runs, base_config(dataset, profile, **overrides))

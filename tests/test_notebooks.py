@@ -81,3 +81,11 @@ def test_paper_notebook_builds_from_stored_results(scratch):
     execute(NOTEBOOKS / "04_paper.ipynb", out, {}, timeout=300, log_output=False)
     assert (scratch / "figures" / "tables" / "paper_boston.md").exists()
     assert (scratch / "figures" / "paper_pareto.png").exists()
+
+
+def test_parameters_are_read_from_the_parameters_cell():
+    from relnas.notebooks import notebook_parameters
+
+    assert {"seeds", "lambdas", "recompute", "results_dir"} <= notebook_parameters(
+        NOTEBOOKS / "01_boston.ipynb")
+    assert notebook_parameters(NOTEBOOKS / "04_paper.ipynb") == {"results_dir"}

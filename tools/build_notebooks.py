@@ -30,7 +30,7 @@ def experiment_notebook(name: str, dataset: str, title: str, intro: str, params:
             "                      lambdas=lambdas, learned_precision=learned_A, order=order,\n"
             "                      epochs=epochs, retrain_epochs=retrain_epochs, device=device,\n"
             "                      results_dir=results_dir, progress=progress, workers=workers,\n"
-            "                      checkpoint_interval=10.0)\n"
+            "                      recompute=recompute, checkpoint_interval=10.0)\n"
             "print(f'{len(runs)} runs')"),
         new_markdown_cell("## Results\n\nTest metric as mean ± std over seeds; for the relnas rows the "
                           "structural prior strength lambda is the one with the best mean *validation* "
@@ -88,6 +88,7 @@ device = "cpu"                          # "cpu", "cuda" or "auto"
 results_dir = None                      # None: env RELNAS_RESULTS or results/
 progress = False                        # tqdm progress bars
 workers = 2                             # runs in parallel processes (2 cores, 1 thread each)
+recompute = False                       # True: rerun every config even if it is stored
 """
 
 MNIST_PARAMS = BOSTON_PARAMS.replace(
