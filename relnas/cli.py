@@ -2,8 +2,10 @@
 
 - ``run --config x.yaml --set key=value ...``: one config (same validation and results store as
   the notebooks); prints the metrics as JSON.
-- ``experiment boston --profile default --set seeds=[0,1] ...``: a dataset's whole plan (the GPU
-  machine has no Jupyter: this is the notebook's computation without the notebook).
+- ``experiment boston --set profile=default "seeds=[0,1]" ...``: a dataset's whole plan (the GPU
+  machine has no Jupyter: this is the notebook's computation without the notebook); the plan
+  parameters are those of ``relnas.plans.run_experiment`` (``learned_precision``, not the
+  notebooks' ``learned_A``) plus any config field.
 - ``reproduce notebooks/01_boston.ipynb ...``: execute notebooks in place with papermill.
 """
 from __future__ import annotations

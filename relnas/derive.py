@@ -236,8 +236,10 @@ def prune(genotype: Genotype, relevance: Mapping[str, Mapping[tuple[int, int], f
 
 # ---------------------------------------------------------------------------- discrete networks
 def count_parameters(module: nn.Module) -> int:
-    """Number of scalar parameters (shared tensors counted once)."""
-    return sum(p.numel() for p in module.parameters())
+    """Number of scalar parameters of the model used for prediction (shared tensors counted
+    once). The DARTS auxiliary head only serves training, so it is not counted (as in DARTS)."""
+    return sum(p.numel() for name, p in module.named_parameters()
+               if not name.startswith("auxiliary_head."))
 
 
 def _check_computable(edges: Sequence[KeptEdge], inputs: set[int]) -> None:

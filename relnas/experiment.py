@@ -46,7 +46,8 @@ def run(cfg: Config | Mapping[str, Any], *, results_dir: str | Path | None = Non
     check_results_dir(results)
     result = results.run(cfg.dataset, cfg.to_dict(),
                          lambda folder: compute(cfg, folder, progress=progress,
-                                                checkpoint_interval=checkpoint_interval),
+                                                checkpoint_interval=checkpoint_interval,
+                                                fresh=recompute),
                          recompute=recompute, wait=wait)
     if not result["cached"]:  # finished: the checkpoints only served resuming
         for checkpoint in Path(result["dir"]).glob("checkpoint_*.pt"):
@@ -63,8 +64,15 @@ def check_results_dir(results: store.ResultsStore) -> None:
 
 
 def compute(cfg: Config, run_dir: Path, *, progress: bool = False,
-            checkpoint_interval: float = 0.0) -> tuple[dict[str, Any], list[dict]]:
-    """Compute ``cfg`` into ``run_dir``; returns (metrics, history rows)."""
+            checkpoint_interval: float = 0.0, fresh: bool = False
+            ) -> tuple[dict[str, Any], list[dict]]:
+    """Compute ``cfg`` into ``run_dir``; returns (metrics, history rows).
+
+    ``fresh``: start from scratch, ignoring checkpoints left by an earlier (older) run.
+    """
+    if fresh:
+        for checkpoint in Path(run_dir).glob("checkpoint_*.pt"):
+            checkpoint.unlink()
     device = phases.setup(cfg)
     task = Task(cfg, device)
     method = {"expert": _expert, "search": _search, "random": _random, "prune": _prune}
@@ -88,8 +96,7 @@ def _expert(cfg, task, device, run_dir, kw):
 def _expert_model(cfg: Config, task: Task) -> nn.Module:
     phases.seed_everything(cfg.seed)
     return experts.build_expert(cfg.expert, task.splits.in_shape, task.splits.out_dim,
-                                C=cfg.retrain_C, layers=cfg.retrain_layers,
-                                auxiliary=cfg.auxiliary_weight > 0, drop_path_prob=cfg.drop_path)
+                                **phases.derived_options(cfg))
 
 
 def _retrain(cfg, task, device, run_dir, genotype, kw):
@@ -125,7 +132,8 @@ def _random(cfg, task, device, run_dir, kw):
         phases.seed_everything(cfg.seed + 100 + i)
         model = phases.build_derived(cfg, genotype).to(device)
         metrics, rows, seconds = phases.fit(model, cfg, task, run_dir, f"random{i}", budget,
-                                               checkpoint_interval=kw["checkpoint_interval"])
+                                               checkpoint_interval=kw["checkpoint_interval"],
+                                               test=False)
         history += rows
         search_s += seconds
         score = metrics["valid_metric"] * (1 if task.metric == "rmse" else -1)  # lower is better
@@ -153,7 +161,8 @@ def magnitude_masks(model: nn.Module, keep: int) -> dict[str, torch.Tensor]:
 
 def _prune(cfg, task, device, run_dir, kw):
     model = _expert_model(cfg, task).to(device)
-    _, history, train_s = phases.fit(model, cfg, task, run_dir, "train", cfg.retrain_epochs, **kw)
+    _, history, train_s = phases.fit(model, cfg, task, run_dir, "train", cfg.retrain_epochs,
+                                     test=False, **kw)
     start = time.perf_counter()
     masks = magnitude_masks(model, cfg.param_budget)
     with torch.no_grad():

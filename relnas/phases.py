@@ -132,13 +132,16 @@ def build_supernet(cfg: Config, task: Task) -> nn.Module:
                         stem_multiplier=cfg.stem_multiplier, op_names=cfg.op_names)
 
 
+def derived_options(cfg: Config) -> dict[str, Any]:
+    """Build options of a retrained DARTS cell network (``derive.ConvNet``)."""
+    return dict(C=cfg.retrain_C, layers=cfg.retrain_layers, stem_multiplier=cfg.stem_multiplier,
+                auxiliary=cfg.auxiliary_weight > 0, drop_path_prob=cfg.drop_path)
+
+
 def build_derived(cfg: Config, genotype: derive.Genotype) -> nn.Module:
     if genotype.space == "mlp":
         return derive.build_network(genotype)
-    return derive.build_network(genotype, C=cfg.retrain_C, layers=cfg.retrain_layers,
-                                stem_multiplier=cfg.stem_multiplier,
-                                auxiliary=cfg.auxiliary_weight > 0,
-                                drop_path_prob=cfg.drop_path)
+    return derive.build_network(genotype, **derived_options(cfg))
 
 
 def top_k(cfg: Config) -> int | None:
@@ -149,9 +152,7 @@ def discretize(cfg: Config, net: nn.Module, weights: dict[str, torch.Tensor]) ->
     genotype = derive.genotype_from_supernet(net, weights, top_k=top_k(cfg))
     if cfg.prune_threshold > 0 or cfg.param_budget > 0:
         relevance = derive.relevance_by_edge(net.arch_spec(), weights)
-        options = {} if cfg.space == "mlp" else dict(
-            C=cfg.retrain_C, layers=cfg.retrain_layers, stem_multiplier=cfg.stem_multiplier,
-            auxiliary=cfg.auxiliary_weight > 0)
+        options = {} if cfg.space == "mlp" else derived_options(cfg)
         genotype = derive.prune(genotype, relevance, threshold=cfg.prune_threshold or None,
                                 param_budget=cfg.param_budget or None, **options)
     return genotype
@@ -200,10 +201,11 @@ class Phase:
 
 def fit(model: nn.Module, cfg: Config, task: Task, run_dir: Path, tag: str, epochs: int, *,
         masks: dict[str, torch.Tensor] | None = None, progress: bool = False,
-        checkpoint_interval: float = 0.0) -> tuple[dict[str, float], list[dict], float]:
+        checkpoint_interval: float = 0.0, test: bool = True
+        ) -> tuple[dict[str, float], list[dict], float]:
     """Train ``model`` from its current state for ``epochs`` (cosine LR), resumable.
 
-    Returns (valid/test metrics, history rows, seconds).
+    Returns (valid and, if ``test``, test metrics; history rows; seconds).
     """
     params = model.parameters()
     if cfg.retrain_optimizer == "sgd":
@@ -236,13 +238,16 @@ def fit(model: nn.Module, cfg: Config, task: Task, run_dir: Path, tag: str, epoc
                               "lr": sched.get_last_lr()[0]})
         phase.save(modules, last=epoch + 1 == epochs)
     model.eval()
-    return final_metrics(model, task), phase.history, phase.elapsed
+    return final_metrics(model, task, test=test), phase.history, phase.elapsed
 
 
-def final_metrics(forward: Callable, task: Task) -> dict[str, float]:
-    valid, test = task.evaluate(forward, "valid"), task.evaluate(forward, "test")
-    out = {"valid_metric": valid[task.metric], "test_metric": test[task.metric],
-           "valid_loss": valid["loss"], "test_loss": test["loss"]}
+def final_metrics(forward: Callable, task: Task, test: bool = True) -> dict[str, float]:
+    valid = task.evaluate(forward, "valid")
+    out = {"valid_metric": valid[task.metric], "valid_loss": valid["loss"]}
+    if not test:  # model selection (random-search candidates): the test set stays unseen
+        return out
+    result = task.evaluate(forward, "test")
+    out.update(test_metric=result[task.metric], test_loss=result["loss"])
     exact = getattr(task.splits, "exact", None)
     if exact is not None:
         out["test_exact_acc"] = task.evaluate(forward, "test", mask=exact)["acc"]
@@ -278,6 +283,7 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
     (xt, yt), (xv, yv) = task.sets["train"], task.sets["valid"]
     for epoch in phase.epochs(cfg.epochs):
         start = time.perf_counter()
+        net.train()  # the end-of-epoch evaluation below switches BatchNorm to eval mode
         tau = temperature(epoch, cfg.epochs, cfg.tau_start, cfg.tau_end, cfg.tau_schedule)
         train = rdata.batches(xt, yt, cfg.batch_size, shuffle=True,
                               generator=epoch_generator(cfg.seed, epoch, 0))
@@ -299,8 +305,7 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
         phase.save(modules, last=epoch + 1 == cfg.epochs)
     with torch.no_grad():
         mean = {k: w.detach().cpu() for k, w in arch.mean().items()}
-    genotype = discretize(cfg, net.cpu(), mean)
-    net.to(device)
+    genotype = discretize(cfg, net, mean)
     specs = net.arch_spec()
     extras = {"precisions": prior.precisions(),
               "trajectory": {"kinds": {k: {"edges": [list(e) for e in s.edges],

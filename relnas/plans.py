@@ -152,9 +152,11 @@ def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1
 
 def prune_plan(runs: pd.DataFrame, base: dict[str, Any]) -> list[Config]:
     """Magnitude pruning of the expert to the median parameter count of the relnas models of the
-    same seed (all lambdas and variants), one config per seed."""
+    same seed (each relnas variant at its lambda chosen on validation), one config per seed."""
+    from relnas.report import selected_runs
+
     configs = []
-    relnas = runs[runs["label"].str.startswith("relnas")]
+    relnas = selected_runs(runs[runs["label"].str.startswith("relnas")])
     for seed, rows in relnas.groupby("seed"):
         budget = int(statistics.median(rows["params"]))
         expert = PRUNED_EXPERT[base["dataset"]]

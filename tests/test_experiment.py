@@ -58,3 +58,28 @@ def test_every_profile_plans_valid_configs():
             configs = plan(dataset, profile=profile, seeds=[0], lambdas=[0.1])
             methods = {c.method for c in configs}
             assert methods == {"expert", "random", "search"}, (dataset, profile)
+
+
+def test_search_steps_run_in_train_mode(tmp_path, data_dir, monkeypatch):
+    """The end-of-epoch evaluation switches BatchNorm to eval; every search step must not be."""
+    from relnas.bilevel import BilevelOptimizer
+
+    monkeypatch.setenv("RELNAS_DATA", str(data_dir))
+    modes, step = [], BilevelOptimizer.step
+
+    def spy(self, *args, **kwargs):
+        modes.append(self.net.training)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(BilevelOptimizer, "step", spy)
+    run(dict(TINY_CONV, subset=32, retrain_epochs=1), results_dir=tmp_path)
+    assert len(modes) == 2 and all(modes)
+
+
+def test_recompute_ignores_stale_checkpoints(tmp_path):
+    config = dict(dataset="boston", n_hidden=1, width=4, epochs=2, retrain_epochs=2, threads=1)
+    first = run(config, results_dir=tmp_path)
+    (first["dir"] / "checkpoint_search.pt").write_bytes(b"left by an older, different code")
+    again = run(config, results_dir=tmp_path, recompute=True)
+    assert not again["cached"]
+    assert again["metrics"]["test_metric"] == first["metrics"]["test_metric"]
