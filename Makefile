@@ -8,7 +8,6 @@ PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 # Data: the project's shared copy where it exists, else data/ here (filled by torchvision).
 export RELNAS_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(CURDIR)/data)
 NOTEBOOKS := notebooks/01_boston.ipynb notebooks/02_mnist.ipynb notebooks/04_paper.ipynb

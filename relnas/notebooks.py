@@ -76,5 +76,6 @@ def execute(path: str | os.PathLike, output: str | os.PathLike | None = None,
     nb = nbformat.read(tmp, as_version=4)
     strip_volatile(nb)
     nbformat.write(nb, tmp)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600
     os.replace(tmp, output)
     return time.perf_counter() - start

@@ -89,3 +89,12 @@ def test_parameters_are_read_from_the_parameters_cell():
     assert {"seeds", "lambdas", "recompute", "results_dir"} <= notebook_parameters(
         NOTEBOOKS / "01_boston.ipynb")
     assert notebook_parameters(NOTEBOOKS / "04_paper.ipynb") == {"results_dir"}
+
+
+@pytest.mark.parametrize("name", ["01_boston", "02_mnist", "04_paper"])
+def test_committed_notebooks_show_their_figures(name):
+    """`make reproduce` must leave the figures visible in the notebooks (inline PNG outputs)."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    outputs = [o for c in _code(nb) for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
