@@ -1,11 +1,14 @@
 """Time one bilevel search step (arch step + weight step) for the MLP and conv spaces.
 
     python benchmarks/search_step.py [--device cpu|cuda] [--batch 64] [--repeats 10] [--threads 2]
-        [--spaces mlp,conv] [--variants 0,1,2] [--warmup 2]
+        [--spaces mlp,conv] [--variants 0,1,2] [--warmup 2] [--relaxation softmax] [--stat median]
 
 Random inputs of the real shapes (MNIST-MLP: 784 -> 3 vertices of width 128 -> 10; CIFAR-10
-DARTS supernet: 8 cells, C=16, 32x32x3 -> 10); prints a Markdown table (ms per step, median of
---repeats after --warmup steps, peak memory on CUDA). Compare variants within one run only.
+DARTS supernet: 8 cells, C=16, 32x32x3 -> 10; ``boston``: 13 -> 2 vertices of width 50 -> 1 with
+the MSE loss, the Boston profile; ``cell``: the MNIST default profile's small conv cell, 28x28x1,
+stem stride 2, C=8, 3 cells of 2 nodes, 4 ops); prints a Markdown table (ms per step, median or
+minimum of --repeats after --warmup steps, peak memory on CUDA). Compare variants within one
+run only; ``--stat min`` is steadier on a shared machine.
 """
 from __future__ import annotations
 
@@ -22,24 +25,44 @@ from relnas.relax import Architecture
 from relnas.space import ConvSupernet, MLPSupernet
 
 VARIANTS = [("order 1", dict(order=1)), ("order 2, finite HVP", dict(order=2, hvp="finite")),
-            ("order 2, exact HVP", dict(order=2, hvp="exact"))]
+            ("order 2, exact HVP", dict(order=2, hvp="exact")),
+            ("order 2, finite HVP, learned A", dict(order=2, hvp="finite", learned=True))]
 
 
-def build(space: str, device, relaxation: str, **options):
+CELL_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
+
+
+def build(space: str, device, relaxation: str, channels_last: bool = False, **options):
+    loss, classes = F.cross_entropy, 10
     if space == "mlp":
         net, shape = MLPSupernet(784, 10, n_hidden=3, width=128), (784,)
+    elif space == "boston":
+        net, shape, classes = MLPSupernet(13, 1, n_hidden=2, width=50), (13,), 0
+        loss = F.mse_loss
+    elif space == "cell":
+        net = ConvSupernet(1, 10, C=8, layers=3, n_nodes=2, op_names=CELL_OPS, stem_stride=2)
+        shape = (1, 28, 28)
     else:
         net, shape = ConvSupernet(3, 10, C=16, layers=8), (3, 32, 32)
     net = net.to(device)
-    arch = Architecture(net.arch_spec(), relaxation=relaxation).to(device)
-    prior = WeightPrior.from_weight_decay(net.weight_groups(), weight_decay=3e-4, n_train=25000).to(device)
-    opt = BilevelOptimizer(net, arch, prior, F.cross_entropy, n_train=25000, **options)
-    return opt, shape
+    if channels_last:  # what relnas.phases.place does for conv nets on the CPU
+        net = net.to(memory_format=torch.channels_last)
+    learned = options.get("order") == 2 and options.pop("learned", False)
+    arch = Architecture(net.arch_spec(), relaxation=relaxation,
+                        generator=torch.Generator().manual_seed(0)).to(device)
+    prior = WeightPrior.from_weight_decay(net.weight_groups(), weight_decay=3e-4, n_train=25000,
+                                          learned=learned).to(device)
+    lam = 0.0 if relaxation == "softmax" else 0.1
+    opt = BilevelOptimizer(net, arch, prior, loss, n_train=25000, lam=lam, **options)
+    return opt, shape, classes
 
 
-def time_steps(opt, shape, batch, repeats, device, warmup=2):
+def time_steps(opt, shape, classes, batch, repeats, device, warmup=2, stat="median"):
     def batch_of():
-        return torch.randn(batch, *shape, device=device), torch.randint(0, 10, (batch,), device=device)
+        x = torch.randn(batch, *shape, device=device)
+        if classes == 0:
+            return x, torch.randn(batch, 1, device=device)
+        return x, torch.randint(0, classes, (batch,), device=device)
     train, valid = batch_of(), batch_of()
     times = []
     for i in range(repeats + warmup):
@@ -51,7 +74,7 @@ def time_steps(opt, shape, batch, repeats, device, warmup=2):
             torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * (min(times) if stat == "min" else statistics.median(times))
 
 
 def main():
@@ -63,20 +86,30 @@ def main():
     parser.add_argument("--spaces", default="mlp,conv")
     parser.add_argument("--variants", default="0,1,2", help="indices into VARIANTS")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--relaxation", default="softmax", choices=("softmax", "gumbel", "dirichlet"))
+    parser.add_argument("--stat", default="median", choices=("median", "min"))
+    parser.add_argument("--layouts", default="nchw",
+                        help="comma list of nchw, channels_last: each conv variant in each layout")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"device: {device_name(device)}, torch {torch.__version__}, batch {args.batch}\n")
-    print("| space | variant | ms / step | peak MiB |\n|---|---|---|---|")
+    print(f"device: {device_name(device)}, torch {torch.__version__}, batch {args.batch}, "
+          f"relaxation {args.relaxation}, {args.stat} of {args.repeats} steps\n")
+    print("| space | variant | layout | ms / step | peak MiB |\n|---|---|---|---|---|")
     for space in args.spaces.split(","):
+        layouts = args.layouts.split(",") if space in ("conv", "cell") else ["nchw"]
         for label, options in (VARIANTS[int(i)] for i in args.variants.split(",")):
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            opt, shape = build(space, device, "softmax", **options)
-            ms = time_steps(opt, shape, args.batch, args.repeats, device, args.warmup)
-            peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-            print(f"| {space} | {label} | {ms:.1f} | {peak:.0f} |", flush=True)
+            for layout in layouts:
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                opt, shape, classes = build(space, device, args.relaxation,
+                                            channels_last=layout == "channels_last", **dict(options))
+                ms = time_steps(opt, shape, classes, args.batch, args.repeats, device,
+                                args.warmup, args.stat)
+                peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" \
+                    else float("nan")
+                print(f"| {space} | {label} | {layout} | {ms:.1f} | {peak:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

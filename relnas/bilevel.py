@@ -51,6 +51,8 @@ class WeightPrior(nn.Module):
         self.learned = learned
         log_a = torch.tensor(init, dtype=torch.float64).log().to(torch.get_default_dtype())
         self.log_precision = nn.Parameter(log_a, requires_grad=learned)
+        self._names = [n for names in self.groups.values() for n in names]
+        self._sizes: tuple[list[int], Tensor] | None = None  # elements per group (int, tensor)
 
     @classmethod
     def from_weight_decay(cls, groups: Mapping[str, Sequence[str]], *, weight_decay: float,
@@ -61,15 +63,24 @@ class WeightPrior(nn.Module):
     def penalty(self, params: Mapping[str, Tensor]) -> Tensor:
         """``-log p(W | A) = sum_g (A_g/2) ||W_g||^2 - (n_g/2) log A_g`` (+ const), functional
         in ``params`` (parameter name -> tensor), not divided by n_train."""
-        total = self.log_precision.new_zeros(())
-        for i, names in enumerate(self.groups.values()):
-            if not names:
-                continue
-            log_a = self.log_precision[i]
-            sq = sum(params[n].pow(2).sum() for n in names)
-            size = sum(params[n].numel() for n in names)
-            total = total + 0.5 * log_a.exp() * sq - 0.5 * size * log_a
-        return total
+        log_a = self.log_precision
+        if not self._names:
+            return log_a.new_zeros(())
+        # one concatenation, then one sum per group (a group's parameters are consecutive)
+        flat = torch.cat([params[n].reshape(-1) for n in self._names])
+        counts, size = self._group_sizes(params)
+        sq = torch.stack([chunk.sum() for chunk in flat.square().split(counts)])
+        return (0.5 * log_a.exp() * sq.to(log_a.dtype) - 0.5 * size * log_a).sum()
+
+    def _group_sizes(self, params: Mapping[str, Tensor]) -> tuple[list[int], Tensor]:
+        """Elements per group, as ints and as a tensor beside ``log A`` (built once; the shapes
+        of a net do not change)."""
+        log_a = self.log_precision
+        if self._sizes is None or self._sizes[1].device != log_a.device \
+                or self._sizes[1].dtype != log_a.dtype:
+            counts = [sum(params[n].numel() for n in names) for names in self.groups.values()]
+            self._sizes = (counts, torch.tensor(counts, dtype=log_a.dtype, device=log_a.device))
+        return self._sizes
 
     def precisions(self) -> dict[str, float]:
         return {g: float(a) for g, a in zip(self.groups, self.log_precision.detach().exp())}
@@ -138,19 +149,23 @@ class BilevelOptimizer:
         self.net, self.arch, self.prior, self.loss_fn = net, arch, prior, loss_fn
         self.n_train, self.w_grad_clip, self.lam = n_train, w_grad_clip, lam
         self.order, self.hvp, self.xi, self.hard, self.fd_eps = order, hvp, xi, hard, fd_eps
-        self.w_optimizer = torch.optim.SGD(net.parameters(), lr=w_lr, momentum=w_momentum)
+        # foreach: one multi-tensor kernel per update instead of a Python loop over tensors
+        self.w_optimizer = torch.optim.SGD(net.parameters(), lr=w_lr, momentum=w_momentum,
+                                           foreach=True)
         groups = [{"params": list(arch.parameters()), "weight_decay": arch_weight_decay}]
         if prior.learned:
             groups.append({"params": [prior.log_precision], "lr": prior_lr, "weight_decay": 0.0})
-        self.arch_optimizer = torch.optim.Adam(groups, lr=arch_lr, betas=arch_betas)
+        self.arch_optimizer = torch.optim.Adam(groups, lr=arch_lr, betas=arch_betas, foreach=True)
         self._outer = list(arch.parameters()) + ([prior.log_precision] if prior.learned else [])
+        self._has_buffers = any(True for _ in net.buffers())
 
     # --- losses as functions of (W, Gamma) -------------------------------------------------
     def _output(self, params: Params, x: Tensor, weights: Mapping[str, Tensor]) -> Tensor:
         """The net at weights ``params``; buffers are copies, so virtual passes leave the
         BatchNorm running statistics of the real net untouched."""
         buffers = {n: b.clone() for n, b in self.net.named_buffers()}
-        return functional_call(self.net, {**buffers, **params}, (x, weights))
+        # tie_weights=False: no parameter of these nets is shared, and untying costs per call
+        return functional_call(self.net, {**buffers, **params}, (x, weights), tie_weights=False)
 
     def _train_loss(self, params: Params, batch: Batch, weights) -> tuple[Tensor, Tensor, Tensor]:
         """``(L, nll, penalty / n_train)`` on a training batch."""
@@ -173,7 +188,11 @@ class BilevelOptimizer:
         sample = self.arch.sample(temperature=temperature, hard=self.hard)
         gamma = {k: w.detach().requires_grad_() for k, w in sample.items()}
         weights = {n: p.detach() for n, p in self.net.named_parameters()}
-        if self.order == 1:
+        if self.order == 1 and not self._has_buffers:
+            # the net's own weights: autograd.grad in gamma alone computes no weight gradients
+            nll = self.loss_fn(self.net(valid_batch[0], gamma), valid_batch[1])
+            d_gamma, d_log_a = _grads(nll, list(gamma.values())), []
+        elif self.order == 1:  # through _output, which leaves the BatchNorm statistics alone
             nll = self._valid_nll(weights, valid_batch, gamma)
             d_gamma, d_log_a = _grads(nll, list(gamma.values())), []
         else:

@@ -53,6 +53,7 @@ class Config:
     layers: int = field(default=8, metadata=_range(1))            # DARTS search: 8 cells
     n_nodes: int = field(default=4, metadata=_range(1))           # DARTS: 4 intermediate nodes
     stem_multiplier: int = field(default=3, metadata=_range(1))   # DARTS: 3
+    stem_stride: int = field(default=1, metadata=_choice(1, 2))   # DARTS: 1; 2 halves H, W first
     # --- relaxation and structural prior lambda * R(Gamma) ---
     relaxation: str = field(default="softmax", metadata=_choice(*RELAXATIONS))
     simplex: str = field(default="edge", metadata=_choice("edge", "vertex"))
@@ -97,6 +98,7 @@ class Config:
     cutout: int = field(default=0, metadata=_range(0))            # DARTS retrain: 16
     drop_path: float = field(default=0.0, metadata=_range(0.0, hi=0.99))  # DARTS retrain: 0.2
     auxiliary_weight: float = field(default=0.0, metadata=_range(0.0))    # DARTS retrain: 0.4
+    precise_bn: bool = True         # BatchNorm statistics recomputed on train after retraining
     # --- execution ---
     device: str = "cpu"                                           # cpu | cuda | cuda:N | auto
     deterministic: bool = True

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import gzip
 import hashlib
 import os
@@ -162,7 +163,14 @@ def _hint(dataset: str) -> str:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """A gzip-compressed IDX file (MNIST format) as a uint8 array."""
+    """A gzip-compressed IDX file (MNIST format) as a uint8 array. Kept in memory per process
+    (a worker runs many configs on the same files); callers copy before changing anything."""
+    stat = path.stat()
+    return _read_idx_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_idx_cached(path: str, size: int, mtime_ns: int) -> np.ndarray:
     with gzip.open(path, "rb") as fh:
         buf = fh.read()
     if buf[:3] != b"\x00\x00\x08":  # zero, zero, dtype code 0x08 = uint8

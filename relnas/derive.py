@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from relnas import ops
-from relnas.space import ArchSpec, ConvSupernet, MLPSupernet, preprocess, reduction_layers
+from relnas.space import ArchSpec, ConvSupernet, MLPSupernet, preprocess, reduction_layers, stem
 
 KeptEdge = tuple[str, int, int]  # (op name, src vertex, dst vertex)
 
@@ -334,14 +334,14 @@ class ConvNet(nn.Module):
     """
 
     def __init__(self, genotype: Genotype, C: int = 36, layers: int = 20, stem_multiplier: int = 3,
-                 affine: bool = True, auxiliary: bool = False, drop_path_prob: float = 0.0):
+                 affine: bool = True, auxiliary: bool = False, drop_path_prob: float = 0.0,
+                 stem_stride: int = 1):
         super().__init__()
         if genotype.space != "conv":
             raise ValueError(f"ConvNet needs a conv genotype, got {genotype.space!r}")
         self.genotype, self.drop_path_prob = genotype, drop_path_prob
         C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(genotype.in_dim, C_curr, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(C_curr))
+        self.stem = stem(genotype.in_dim, C_curr, stem_stride)
         C_pp, C_p, C_curr = C_curr, C_curr, C
         self.cells = nn.ModuleList()
         reduction_prev = False
@@ -372,7 +372,7 @@ class ConvNet(nn.Module):
 
 def build_network(genotype: Genotype, **options) -> nn.Module:
     """``MLPNet(genotype)`` (no options) or ``ConvNet(genotype, **options)`` (C, layers,
-    stem_multiplier, affine, auxiliary, drop_path_prob)."""
+    stem_multiplier, affine, auxiliary, drop_path_prob, stem_stride)."""
     if genotype.space == "mlp":
         if options:
             raise TypeError(f"an mlp genotype takes no build options, got {sorted(options)}")

@@ -86,7 +86,7 @@ def compute(cfg: Config, run_dir: Path, *, progress: bool = False,
 
 
 def _expert(cfg, task, device, run_dir, kw):
-    model = _expert_model(cfg, task).to(device)
+    model = phases.place(_expert_model(cfg, task), device)
     metrics, history, seconds = phases.fit(model, cfg, task, run_dir, "retrain",
                                            cfg.retrain_epochs, **kw)
     metrics["params"] = derive.count_parameters(model)
@@ -102,7 +102,7 @@ def _expert_model(cfg: Config, task: Task) -> nn.Module:
 def _retrain(cfg, task, device, run_dir, genotype, kw):
     store.write_json(run_dir / "genotype.json", genotype.to_dict())
     phases.seed_everything(cfg.seed + 1)
-    model = phases.build_derived(cfg, genotype).to(device)
+    model = phases.place(phases.build_derived(cfg, genotype), device)
     metrics, history, seconds = phases.fit(model, cfg, task, run_dir, "retrain",
                                            cfg.retrain_epochs, **kw)
     metrics["params"] = derive.count_parameters(model)
@@ -130,7 +130,7 @@ def _random(cfg, task, device, run_dir, kw):
                    for k, s in specs.items()}
         genotype = phases.discretize(cfg, supernet, weights)
         phases.seed_everything(cfg.seed + 100 + i)
-        model = phases.build_derived(cfg, genotype).to(device)
+        model = phases.place(phases.build_derived(cfg, genotype), device)
         metrics, rows, seconds = phases.fit(model, cfg, task, run_dir, f"random{i}", budget,
                                                checkpoint_interval=kw["checkpoint_interval"],
                                                test=False)
@@ -160,7 +160,7 @@ def magnitude_masks(model: nn.Module, keep: int) -> dict[str, torch.Tensor]:
 
 
 def _prune(cfg, task, device, run_dir, kw):
-    model = _expert_model(cfg, task).to(device)
+    model = phases.place(_expert_model(cfg, task), device)
     _, history, train_s = phases.fit(model, cfg, task, run_dir, "train", cfg.retrain_epochs,
                                      test=False, **kw)
     start = time.perf_counter()

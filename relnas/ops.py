@@ -179,7 +179,8 @@ class SepConv(nn.Sequential):
 
 
 class FactorizedReduce(nn.Module):
-    """Halve H and W: two 1x1 stride-2 convs on pixel grids shifted by one, concatenated, then BN."""
+    """Halve H and W (rounding up): two 1x1 stride-2 convs on pixel grids shifted by one,
+    concatenated, then BN."""
 
     def __init__(self, C_in: int, C_out: int, affine: bool = True):
         super().__init__()
@@ -192,7 +193,11 @@ class FactorizedReduce(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+        # The second grid starts one pixel in; on an odd size it is padded so both halves have
+        # ceil(H/2) x ceil(W/2) pixels, like every other stride-2 op (even sizes: DARTS unchanged).
+        shifted = x if x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0 else \
+            nn.functional.pad(x, (0, x.shape[3] % 2, 0, x.shape[2] % 2))
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted[:, :, 1:, 1:])], dim=1))
 
 
 # ---------------------------------------------------------------------------- DARTS primitives

@@ -8,6 +8,7 @@ second order, and relnas with the Dirichlet and the Gumbel prior, with and witho
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from relnas import store
 from relnas.config import RELAXATIONS, Config, ConfigError, make_config
 from relnas.experiment import check_results_dir, run
+from relnas.report import CELL_SUFFIX
 
 EXPERT_NAMES = {"mlp": "MLP 13-50-50-1", "lenet300": "LeNet-300-100", "lenet5": "LeNet-5",
                 "darts_v2": "DARTS_V2 cell", "resnet": "ResNet-20"}
@@ -52,23 +54,46 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                       threads=4),
     },
 }
+# A second search space a profile also runs, beside its main one: a small DARTS-style conv cell
+# on MNIST. Each of its searches costs more than an MLP search on 2 CPU cores, so it runs fewer
+# methods: DARTS first order and relnas (fixed A, first order) per prior, at one lambda ("lam"),
+# no random search and no pruning (the pruning budget comes from the main space).
+CELL_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
+SECOND_SPACE: dict[tuple[str, str], dict[str, Any]] = {
+    # stem stride 2 (14x14 cells), C=8, 3 cells (normal, reduce, reduce), 2 nodes, 4 DARTS ops
+    ("mnist", "default"): dict(space="conv", subset=1000, C=8, layers=3, n_nodes=2,
+                               stem_stride=2, ops=CELL_OPS, batch_size=128, epochs=2, w_lr=0.1,
+                               w_lr_min=0.01, arch_lr=0.05, lam=0.1, retrain_C=8,
+                               retrain_layers=3, retrain_epochs=3, retrain_batch=64,
+                               retrain_optimizer="adam", retrain_lr=1e-2,
+                               retrain_weight_decay=0.0, threads=1),
+    ("mnist", "smoke"): dict(space="conv", subset=64, C=4, layers=3, n_nodes=1, stem_stride=2,
+                             ops=CELL_OPS, batch_size=64, epochs=1, lam=0.1, retrain_C=4,
+                             retrain_layers=3, retrain_epochs=1, retrain_batch=64,
+                             retrain_optimizer="adam", retrain_lr=1e-3, threads=1),
+}
 EXPERTS_FOR = {("boston", "mlp"): ("mlp",), ("mnist", "mlp"): ("lenet300", "lenet5"),
                ("mnist", "conv"): ("lenet300", "lenet5"), ("cifar10", "conv"): ("darts_v2", "resnet")}
 PRUNED_EXPERT = {"boston": "mlp", "mnist": "lenet300", "cifar10": "resnet"}
 
 
 def method_label(cfg: Config) -> str:
-    """The display name of a config's method (the row of the tables)."""
+    """The display name of a config's method (the row of the tables). Searches in the conv space
+    of a dataset whose default space is the MLP DAG (MNIST) end in " (conv cell)"."""
     if cfg.method == "expert":
         return f"Expert {EXPERT_NAMES[cfg.expert]}"
-    if cfg.method == "random":
-        return "Random search"
     if cfg.method == "prune":
         return f"Magnitude pruning ({EXPERT_NAMES[cfg.expert]})"
+    suffix = CELL_SUFFIX if cfg.space == "conv" and ("mnist", "conv") in _SECOND else ""
+    if cfg.method == "random":
+        return "Random search" + suffix
     if cfg.relaxation == "softmax" and cfg.lam == 0:
-        return f"DARTS {'1st' if cfg.order == 1 else '2nd'} order"
+        return f"DARTS {'1st' if cfg.order == 1 else '2nd'} order" + suffix
     name = f"relnas-{cfg.relaxation.capitalize()}"
-    return name + (" + learned A" if cfg.learned_precision else "")
+    return name + (" + learned A" if cfg.learned_precision else "") + suffix
+
+
+_SECOND = {(dataset, fields["space"]) for (dataset, _), fields in SECOND_SPACE.items()}
 
 
 def as_list(name: str, value: Any) -> list:
@@ -127,9 +152,30 @@ def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1
          relaxations: Sequence[str] = ("dirichlet", "gumbel"),
          lambdas: Sequence[float] = (0.01, 0.1, 1.0), learned_precision: Sequence[bool] = (False, True),
          order: int = 1, include: Sequence[str] = ("expert", "random", "darts", "relnas"),
-         **overrides: Any) -> list[Config]:
-    """Every config of one dataset's experiment except pruning (see :func:`prune_plan`)."""
+         conv_cell: bool = True, **overrides: Any) -> list[Config]:
+    """Every config of one dataset's experiment except pruning (see :func:`prune_plan`); with
+    ``conv_cell`` also the profile's second space (``SECOND_SPACE``), after the main one.
+    ``overrides`` (e.g. ``epochs``, ``device``) apply to both spaces."""
     _check_grid(seeds, lambdas, relaxations)
+    if not isinstance(conv_cell, bool):
+        raise ConfigError(f"conv_cell must be True or False, got {conv_cell!r}")
+    configs = _main_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision, order,
+                         include, overrides)
+    if conv_cell and (dataset, profile) in SECOND_SPACE:
+        cell = {"dataset": dataset, **SECOND_SPACE[(dataset, profile)],
+                **{k: v for k, v in overrides.items() if v is not None}}
+        lam = cell.pop("lam")
+        for seed in seeds:
+            if "darts" in include:
+                configs.append(make_config(**cell, seed=seed, relaxation="softmax", lam=0.0))
+            if "relnas" in include:
+                configs += [make_config(**cell, seed=seed, relaxation=name, lam=lam)
+                            for name in relaxations]
+    return configs
+
+
+def _main_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision, order, include,
+               overrides) -> list[Config]:
     base = base_config(dataset, profile, **overrides)
     configs: list[Config] = []
     for seed in seeds:
@@ -156,7 +202,8 @@ def prune_plan(runs: pd.DataFrame, base: dict[str, Any]) -> list[Config]:
     from relnas.report import selected_runs
 
     configs = []
-    relnas = selected_runs(runs[runs["label"].str.startswith("relnas")])
+    space = base.get("space", "mlp")
+    relnas = selected_runs(runs[runs["label"].str.startswith("relnas") & (runs["space"] == space)])
     for seed, rows in relnas.groupby("seed"):
         budget = int(statistics.median(rows["params"]))
         expert = PRUNED_EXPERT[base["dataset"]]
@@ -171,25 +218,45 @@ def _run_row(cfg: Config, kw: dict[str, Any]) -> dict[str, Any]:
 
 def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
             progress: bool = False, checkpoint_interval: float = 0.0,
-            workers: int = 1, recompute: bool = False) -> pd.DataFrame:
+            workers: int = 1, recompute: bool = False, pool=None) -> pd.DataFrame:
     """Run (or load from the store) each config; one row per run, in the order of ``configs``.
 
     ``workers`` > 1 runs configs in that many separate processes (spawned, so each has its own
     torch threads): on 2 cores, 2 workers with ``threads=1`` configs halve the wall time of
-    small runs. Each run's own times are measured inside its process.
+    small runs. Each run's own times are measured inside its process. ``pool``: an open
+    :func:`worker_pool` to use instead of starting one (each start imports torch again).
     """
     configs = list(configs)
     kw = {"results_dir": results_dir, "checkpoint_interval": checkpoint_interval,
           "recompute": recompute}
-    if workers > 1 and len(configs) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows = pool.map(_run_row, configs, [kw] * len(configs))
-            rows = _progress(rows, progress, len(configs))
-            return pd.DataFrame(list(rows))
+    if pool is None and workers > 1 and len(configs) > 1:
+        with worker_pool(workers) as own:
+            return run_all(configs, progress=progress, pool=own, **kw)
+    if pool is not None and len(configs) > 1:
+        # Costly runs first, so that no worker is left with a long run at the end.
+        order = sorted(range(len(configs)), key=lambda i: _cost_rank(configs[i]))
+        rows = pool.map(_run_row, [configs[i] for i in order], [kw] * len(configs))
+        rows = list(_progress(rows, progress, len(configs)))
+        return pd.DataFrame([rows[order.index(i)] for i in range(len(configs))])
     return pd.DataFrame([_run_row(cfg, kw) for cfg in _progress(configs, progress, len(configs))])
+
+
+def worker_pool(workers: int):
+    """A pool of ``workers`` spawned processes for :func:`run_all` (a context manager)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _cost_rank(cfg: Config) -> int:
+    """A rough rank of a run's cost for scheduling (0 = most costly): conv searches, conv
+    experts, second-order searches, the rest."""
+    if cfg.method in ("search", "random") and cfg.space == "conv":
+        return 0
+    if cfg.method in ("expert", "prune") and cfg.expert in ("lenet5", "darts_v2", "resnet"):
+        return 1
+    return 2 if cfg.order == 2 else 3
 
 
 def _progress(items, enabled: bool, total: int):
@@ -214,9 +281,9 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
 
 def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
                    relaxations=("dirichlet", "gumbel"), lambdas=(0.01, 0.1, 1.0),
-                   learned_precision=(False, True), order: int = 1, results_dir=None,
-                   progress: bool = False, checkpoint_interval: float = 0.0, workers: int = 1,
-                   recompute: bool = False, **overrides: Any) -> pd.DataFrame:
+                   learned_precision=(False, True), order: int = 1, conv_cell: bool = True,
+                   results_dir=None, progress: bool = False, checkpoint_interval: float = 0.0,
+                   workers: int = 1, recompute: bool = False, **overrides: Any) -> pd.DataFrame:
     """Plan, validate, run every method of one dataset (pruning last); the runs table.
 
     Every config is validated and the results folder checked before the first run starts.
@@ -226,7 +293,7 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
                    relaxations=as_list("relaxations", relaxations),
                    lambdas=as_list("lambdas", lambdas),
                    learned_precision=as_list("learned_A", learned_precision), order=order,
-                   **overrides)
+                   conv_cell=conv_cell, **overrides)
     check_results_dir(store.ResultsStore(results_dir))
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
@@ -234,9 +301,11 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
         raise ConfigError(f"recompute must be True or False, got {recompute!r}")
     kw = {"results_dir": results_dir, "progress": progress, "recompute": recompute,
           "checkpoint_interval": checkpoint_interval, "workers": workers}
-    runs = run_all(configs, **kw)
-    pruned = prune_plan(runs, base_config(dataset, profile, **overrides))
-    return pd.concat([runs, run_all(pruned, **kw)], ignore_index=True)
+    with contextlib.ExitStack() as stack:  # one pool for both rounds
+        pool = stack.enter_context(worker_pool(workers)) if workers > 1 else None
+        runs = run_all(configs, pool=pool, **kw)
+        pruned = prune_plan(runs, base_config(dataset, profile, **overrides))
+        return pd.concat([runs, run_all(pruned, pool=pool, **kw)], ignore_index=True)
 
 
 def load_runs(dataset: str | None = None, results_dir: str | Path | None = None) -> pd.DataFrame:

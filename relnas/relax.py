@@ -32,7 +32,6 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Dirichlet as DirichletDist
 from torch.distributions import kl_divergence
-from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 from torch.nn import functional as F
 
 SIMPLICES = ("edge", "vertex")
@@ -116,13 +115,24 @@ class Gumbel(Relaxation):
         self.prior = prior
         self.prior_logits = dict(prior_logits or {})
 
+    # Written out rather than through torch.distributions.ExpRelaxedCategorical (the same draws
+    # from the same RNG, the same density; tests compare both): the distribution objects cost
+    # more than the arithmetic in the small searches, where this runs at every step.
     @staticmethod
-    def _dist(logits: Tensor, temperature: float) -> ExpRelaxedCategorical:
-        tau = torch.as_tensor(temperature, dtype=logits.dtype, device=logits.device)
-        return ExpRelaxedCategorical(tau, logits=logits, validate_args=False)
+    def log_density(logits: Tensor, y: Tensor, temperature: float) -> Tensor:
+        """``log q(y)`` of the ExpConcrete(logits, tau) (Maddison et al. 2017, eq. in B.1);
+        invariant to a constant added to the logits, so they need not be normalized."""
+        k = logits.shape[-1]
+        score = logits - temperature * y
+        score = (score - score.logsumexp(-1, keepdim=True)).sum(-1)
+        return score + (math.lgamma(k) + (k - 1) * math.log(temperature))
 
     def sample(self, theta, temperature):
-        y = self._dist(theta, temperature).rsample()
+        finfo = torch.finfo(theta.dtype)
+        u = torch.rand(theta.shape, dtype=theta.dtype, device=theta.device)
+        gumbels = -(-(u.clamp(finfo.eps, 1 - finfo.eps).log())).log()
+        scores = (theta + gumbels) / temperature
+        y = scores - scores.logsumexp(-1, keepdim=True)
         return y.exp(), y
 
     def mean(self, theta):
@@ -131,9 +141,9 @@ class Gumbel(Relaxation):
     def regularizer(self, theta, latent, *, temperature, entry_ops):
         phi = theta.new_tensor([[self.prior_logits.get(op, 0.0) for op in row]
                                 for row in entry_ops])
-        log_p = self._dist(phi.expand_as(theta), temperature).log_prob(latent)
+        log_p = self.log_density(phi.expand_as(theta), latent, temperature)
         if self.prior == "kl":
-            return (self._dist(theta, temperature).log_prob(latent) - log_p).sum()
+            return (self.log_density(theta, latent, temperature) - log_p).sum()
         return -(log_p - latent.sum(-1)).sum()
 
 

@@ -41,6 +41,7 @@ LABEL_COLOR_SLOTS = {"relnas-Dirichlet": 0, "relnas-Dirichlet + learned A": 9,
                      "DARTS 2nd order": 5, "Random search": 7, "Magnitude pruning": 4}
 FREE_COLOR_SLOTS = (6, 8)
 ZERO_OPS = ("zero", "none")
+CELL_SUFFIX = " (conv cell)"  # relnas.plans.method_label of conv-cell searches on MNIST
 
 PUBLISHED = [  # method.md section 5; numbers as printed in the papers
     dict(dataset="cifar10", what="DARTS, 1st order",
@@ -280,15 +281,42 @@ def set_style() -> None:
                   rc={"figure.dpi": 100, "legend.frameon": False})
 
 
+def _color_slot(label: str) -> tuple[int, bool] | None:
+    """``(slot, conv cell)`` of a known method label: a search in the conv cell of a dataset
+    whose main space is the MLP DAG ("... (conv cell)") takes the darker shade of its method."""
+    cell = label.endswith(CELL_SUFFIX)
+    base = label[:-len(CELL_SUFFIX)] if cell else label
+    if base.startswith("Magnitude pruning"):
+        base = "Magnitude pruning"
+    return (LABEL_COLOR_SLOTS[base], cell) if base in LABEL_COLOR_SLOTS else None
+
+
 def label_colors(labels: Sequence[str]) -> dict[str, tuple]:
     """A colour per label, the same in every figure for the known method labels."""
     import seaborn as sns
-    palette = sns.color_palette("colorblind", 10)
-    others = [l for l in dict.fromkeys(labels) if l not in LABEL_COLOR_SLOTS]
-    extra = sns.color_palette("dark", max(len(others) - len(FREE_COLOR_SLOTS), 0))
+    palette, dark = sns.color_palette("colorblind", 10), sns.color_palette("dark", 10)
+    others = [l for l in dict.fromkeys(labels) if _color_slot(l) is None]
+    extra = sns.color_palette("pastel", max(len(others) - len(FREE_COLOR_SLOTS), 0))
     free = [palette[i] for i in FREE_COLOR_SLOTS] + extra
-    return {l: palette[LABEL_COLOR_SLOTS[l]] if l in LABEL_COLOR_SLOTS else free[others.index(l)]
-            for l in labels}
+    out = {}
+    for l in labels:
+        known = _color_slot(l)
+        if known is None:
+            out[l] = free[others.index(l)]
+        else:
+            out[l] = (dark if known[1] else palette)[known[0]]
+    return out
+
+
+def by_space(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The runs split by search space, for figures that show one space at a time: the space
+    with the most runs under the name suffix ``""``, any other under ``"_<space>"``."""
+    if runs.empty or "space" not in runs:
+        return {"": runs}
+    counts = runs["space"].value_counts()
+    main = sorted(counts.index, key=lambda s: (-counts[s], s))[0]
+    return {("" if space == main else f"_{space}"): runs[runs["space"] == space]
+            for space in [main] + sorted(s for s in counts.index if s != main)}
 
 
 def _subplots(nrows: int = 1, ncols: int = 1, **kw):

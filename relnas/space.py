@@ -93,9 +93,22 @@ class MixedEdge(nn.Module):
         self.ops = nn.ModuleDict(modules)
         # (column of the weight row, op module name) for the allowed ops only
         self.columns = [(k, name) for k, name in enumerate(op_names) if name in self.ops]
+        # The zero op adds nothing (and its weight gets a zero gradient either way): skipped
+        # unless it is the only op allowed on the edge.
+        computed = [(k, n) for k, n in self.columns if not ops.is_zero_op(n)] or self.columns
+        self._computed = computed
+        self._index: dict[torch.device, torch.Tensor] = {}  # columns of computed ops, per device
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return sum(w[k] * self.ops[name](x) for k, name in self.columns)
+        outs = [self.ops[name](x) for _, name in self._computed]
+        if len(outs) == 1:
+            return w[self._computed[0][0]] * outs[0]
+        # one weighted sum over the stacked outputs instead of a multiply and an add per op
+        cols = self._index.get(w.device)
+        if cols is None:
+            cols = self._index[w.device] = torch.tensor([k for k, _ in self._computed],
+                                                        device=w.device)
+        return torch.tensordot(w.index_select(0, cols), torch.stack(outs), 1)
 
 
 def _check_weights(weights: Mapping[str, torch.Tensor], specs: Mapping[str, ArchSpec]) -> None:
@@ -175,6 +188,14 @@ class MLPSupernet(nn.Module):
         return self.head(states[-1])
 
 
+def stem(C_in: int, C_out: int, stride: int = 1) -> nn.Sequential:
+    """Conv 3x3 -> BN; ``stride=2`` halves H and W before the first cell (a cheaper small net)."""
+    if stride not in (1, 2):
+        raise ValueError(f"stem stride must be 1 or 2, got {stride}")
+    return nn.Sequential(nn.Conv2d(C_in, C_out, 3, stride=stride, padding=1, bias=False),
+                         nn.BatchNorm2d(C_out))
+
+
 def preprocess(C_pp: int, C_p: int, C: int, reduction_prev: bool, affine: bool):
     """The two input adapters of a DARTS cell: ``c_{k-2}`` (halved if the previous cell reduced)
     and ``c_{k-1}``, both to ``C`` channels."""
@@ -220,21 +241,21 @@ class ConvSupernet(nn.Module):
     """The DARTS search network: stem, ``layers`` cells (reduction at 1/3 and 2/3 depth, channels
     doubled there), global average pooling and a linear classifier.
 
-    ``x``: ``(B, C_in, H, W)`` with H, W divisible by 4 (MNIST 28x28, CIFAR 32x32 both work).
+    ``x``: ``(B, C_in, H, W)``; stride-2 steps round odd sizes up (MNIST 28x28 with a stride-2
+    stem: 14 -> 7 -> 4).
     """
 
     space = "conv"
 
     def __init__(self, C_in: int, n_classes: int, C: int = 16, layers: int = 8, n_nodes: int = 4,
                  stem_multiplier: int = 3, op_names: Sequence[str] = ops.DARTS_PRIMITIVES,
-                 affine: bool = False):
+                 affine: bool = False, stem_stride: int = 1):
         super().__init__()
         self.C_in, self.n_classes, self.C, self.layers = C_in, n_classes, C, layers
         self.n_nodes, self.stem_multiplier, self.affine = n_nodes, stem_multiplier, affine
         self.op_names = ops.check_op_names(ops.CONV_OPS, op_names)
         C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(C_in, C_curr, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(C_curr))
+        self.stem = stem(C_in, C_curr, stem_stride)
         C_pp, C_p, C_curr = C_curr, C_curr, C
         self.cells = nn.ModuleList()
         reduction_prev = False

@@ -52,18 +52,20 @@ def _conv_choices(spec, rng):
     return choices
 
 
-@pytest.mark.parametrize("seed", range(2))
-def test_conv_one_hot_supernet_equals_discrete_network(seed):
+@pytest.mark.parametrize("seed, stem_stride, size", [(0, 1, 16), (1, 1, 16), (0, 2, 28)])
+def test_conv_one_hot_supernet_equals_discrete_network(seed, stem_stride, size):
+    # stem stride 2 on 28x28 (the MNIST conv cell): cells at 14, 7 and (odd, rounded up) 4
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    net = ConvSupernet(C_in=3, n_classes=5, C=4, layers=3, affine=False).to(F64)
+    net = ConvSupernet(C_in=3, n_classes=5, C=4, layers=3, affine=False,
+                       stem_stride=stem_stride).to(F64)
     specs = net.arch_spec()
     w = one_hot_weights(specs, {k: _conv_choices(s, rng) for k, s in specs.items()}, dtype=F64)
     g = genotype_from_supernet(net, w)
     assert all(len(g.edges(k)) == 8 for k in ("normal", "reduce"))
-    discrete = build_network(g, C=4, layers=3, affine=False).to(F64)
+    discrete = build_network(g, C=4, layers=3, affine=False, stem_stride=stem_stride).to(F64)
     load_from_supernet(discrete, net)
-    x = torch.randn(2, 3, 16, 16, dtype=F64)
+    x = torch.randn(2, 3, size, size, dtype=F64)
     net.train(), discrete.train()  # BN on batch statistics in both
     assert torch.allclose(net(x, w), discrete(x), atol=1e-10)
 

@@ -83,3 +83,52 @@ def test_recompute_ignores_stale_checkpoints(tmp_path):
     again = run(config, results_dir=tmp_path, recompute=True)
     assert not again["cached"]
     assert again["metrics"]["test_metric"] == first["metrics"]["test_metric"]
+
+
+def test_mnist_default_plans_the_conv_cell_beside_the_mlp_dag():
+    from relnas.plans import method_label, plan
+
+    configs = plan("mnist", seeds=[0, 1], lambdas=[0.1, 1.0])
+    cell = [c for c in configs if c.space == "conv"]
+    assert {method_label(c) for c in cell} == {
+        "DARTS 1st order (conv cell)", "relnas-Dirichlet (conv cell)", "relnas-Gumbel (conv cell)"}
+    assert all(c.stem_stride == 2 and c.order == 1 and not c.learned_precision for c in cell)
+    assert len(cell) == 2 * 3 and len({c.to_json() for c in cell}) == 6
+    assert not any(method_label(c).endswith("(conv cell)") for c in configs if c.space == "mlp")
+    assert not [c for c in plan("mnist", seeds=[0], lambdas=[0.1], conv_cell=False)
+                if c.space == "conv"]
+    # notebook overrides reach both spaces
+    assert {c.epochs for c in plan("mnist", seeds=[0], lambdas=[0.1], epochs=2)
+            if c.method == "search"} == {2}
+
+
+def test_pruning_budget_comes_from_the_main_space_only():
+    import pandas as pd
+
+    from relnas.plans import base_config, prune_plan
+
+    def row(label, space, params, lam=0.1):
+        return dict(dataset="mnist", label=label, space=space, seed=0, lam=lam, params=params,
+                    valid_metric=0.9, metric="acc")
+
+    runs = pd.DataFrame([row("relnas-Gumbel", "mlp", 1000), row("relnas-Dirichlet", "mlp", 3000),
+                         row("relnas-Gumbel (conv cell)", "conv", 10)])
+    (cfg,) = prune_plan(runs, base_config("mnist"))
+    assert cfg.param_budget == 2000 and cfg.method == "prune"
+
+
+def test_conv_nets_run_channels_last_on_the_cpu_with_the_same_outputs():
+    import torch
+
+    from relnas import experts
+    from relnas.phases import place
+
+    torch.manual_seed(0)
+    net = experts.build_expert("lenet5", (1, 28, 28), 10).double()
+    x = torch.randn(3, 1, 28, 28, dtype=torch.float64)
+    before = net(x)
+    placed = place(net, torch.device("cpu"))
+    assert placed.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(placed(x), before)
+    mlp = place(experts.build_expert("lenet300", (1, 28, 28), 10), torch.device("cpu"))
+    assert all(p.is_contiguous() for p in mlp.parameters())

@@ -126,6 +126,19 @@ def test_gumbel_kl_is_zero_at_the_prior_and_positive_on_average_elsewhere():
     assert arch.regularizer(temperature=0.4).item() == pytest.approx(0.0, abs=1e-12)
 
 
+def test_gumbel_draws_and_density_are_those_of_torch_exp_relaxed_categorical():
+    from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
+
+    theta, tau = torch.randn(4, 5, dtype=torch.float64), 0.7
+    torch.manual_seed(3)
+    _, y = Gumbel().sample(theta, tau)
+    reference = ExpRelaxedCategorical(torch.tensor(tau, dtype=torch.float64), logits=theta)
+    torch.manual_seed(3)
+    torch.testing.assert_close(y, reference.rsample())
+    torch.testing.assert_close(Gumbel.log_density(theta, y, tau), reference.log_prob(y))
+    torch.testing.assert_close(Gumbel.log_density(theta + 2.5, y, tau), reference.log_prob(y))
+
+
 def test_regularizers_match_reference_formulas():
     torch.manual_seed(0)
     theta, tau = torch.randn(4, 3, dtype=torch.float64), 0.8

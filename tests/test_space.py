@@ -174,3 +174,38 @@ def test_avg_pool_ignores_padding_and_factorized_reduce_uses_shifted_grids():
     assert y.shape == (2, 6, 4, 4)
     assert torch.count_nonzero(y[:, :3]) == 0, "first half reads the even grid only"
     assert torch.count_nonzero(y[:, 3:]) > 0, "second half reads the grid shifted by one"
+
+
+@pytest.mark.parametrize("size", [7, 8])
+def test_every_stride_two_op_rounds_odd_sizes_up(size):
+    x = torch.randn(2, 4, size, size)
+    for name in ops.DARTS_PRIMITIVES:
+        y = ops.build_conv_op(name, 4, 2, affine=False)(x)
+        assert y.shape == (2, 4, (size + 1) // 2, (size + 1) // 2), name
+    # the shifted grid of FactorizedReduce: the pixels (1, 1), (1, 3), ...; an odd size adds
+    # one padded row and column of zeros at the end, nothing else
+    fr = ops.FactorizedReduce(4, 4, affine=False)
+    h = fr.relu(x)
+    shifted = fr.conv_2(h[:, :, 1:, 1:])
+    padded = fr.conv_2(nn.functional.pad(h, (0, size % 2, 0, size % 2))[:, :, 1:, 1:])
+    n = shifted.shape[-1]
+    torch.testing.assert_close(padded[:, :, :n, :n], shifted)
+    assert torch.count_nonzero(padded[:, :, n:, :]) == 0 and torch.count_nonzero(padded[:, :, :, n:]) == 0
+    torch.testing.assert_close(fr(x)[:, 2:], fr.bn(torch.cat([fr.conv_1(h), padded], 1))[:, 2:])
+
+
+def test_mixed_edge_is_the_weighted_sum_of_its_ops():
+    net = MLPSupernet(6, 2, n_hidden=2, width=6).double()
+    x = torch.randn(5, 6, dtype=torch.float64)
+    w = torch.rand(len(ops.MLP_PRIMITIVES), dtype=torch.float64)
+    for edge in net.edges:
+        expected = sum(w[k] * edge.ops[name](x) for k, name in edge.columns)
+        torch.testing.assert_close(edge(x, w), expected)
+
+
+def test_stem_stride_two_halves_the_input_before_the_cells():
+    net = ConvSupernet(C_in=1, n_classes=10, C=4, layers=3, n_nodes=2, stem_stride=2)
+    assert net.stem(torch.randn(2, 1, 28, 28)).shape[-2:] == (14, 14)
+    assert net(torch.randn(2, 1, 28, 28), uniform_weights(net.arch_spec())).shape == (2, 10)
+    with pytest.raises(ValueError, match="stride"):
+        ConvSupernet(C_in=1, n_classes=10, C=4, layers=3, stem_stride=3)
