@@ -135,8 +135,8 @@ def build_supernet(cfg: Config, task: Task) -> nn.Module:
 
 def place(module: nn.Module, device: torch.device) -> nn.Module:
     """``module`` on ``device``. On the CPU a module with 2-d convolutions takes the channels-last
-    memory format: a search step of the MNIST conv cell and a LeNet-5 step were 25-35 % faster
-    that way here (BENCHMARKS.md); on CUDA the default layout stays until measured there."""
+    memory format: a search step of the MNIST conv cell was about 20 % faster that way here, a
+    LeNet-5 run about 45 % (BENCHMARKS.md); on CUDA the default layout stays until measured."""
     module = module.to(device)
     if device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in module.modules()):
         module = module.to(memory_format=torch.channels_last)

@@ -80,9 +80,11 @@ def _rank(values: Sequence[str], order: Sequence[str]) -> list[int]:
 
 def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Stable display order: dataset, then expert, random, prune, DARTS (softmax), relnas-Dirichlet,
-    relnas-Gumbel; fixed before learned precisions, 1st before 2nd order, then by label."""
+    relnas-Gumbel; the conv-cell rows of a dataset after its main space; fixed before learned
+    precisions, 1st before 2nd order, then by label."""
     keys = pd.DataFrame({
         "d": _rank(df["dataset"].tolist(), DATASETS), "m": _rank(df["method"].tolist(), METHODS),
+        "c": df["label"].astype(str).str.endswith(CELL_SUFFIX),
         "r": _rank(df.get("relaxation", pd.Series("", index=df.index)).tolist(), RELAXATIONS),
         "a": df.get("learned_precision", pd.Series(False, index=df.index)).fillna(False).astype(bool),
         "o": df.get("order", pd.Series(1, index=df.index)).fillna(1),

@@ -293,3 +293,19 @@ def test_import_has_no_side_effects():
     code = ("import matplotlib as m; before = dict(m.rcParams); import relnas.report; "
             "assert dict(m.rcParams) == before; import sys; assert 'seaborn' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_conv_cell_rows_follow_the_main_space_and_take_darker_colours():
+    labels = ["relnas-Gumbel (conv cell)", "DARTS 1st order (conv cell)", "relnas-Gumbel",
+              "DARTS 1st order", "Expert LeNet-5"]
+    methods = ["search", "search", "search", "search", "expert"]
+    relax = ["gumbel", "softmax", "gumbel", "softmax", ""]
+    df = pd.DataFrame({"dataset": "mnist", "method": methods, "label": labels, "relaxation": relax})
+    assert report.sort_rows(df)["label"].tolist() == [
+        "Expert LeNet-5", "DARTS 1st order", "relnas-Gumbel", "DARTS 1st order (conv cell)",
+        "relnas-Gumbel (conv cell)"]
+    colors = report.label_colors(labels)
+    assert colors["relnas-Gumbel"] != colors["relnas-Gumbel (conv cell)"]
+    assert len(set(colors.values())) == len(labels)
+    parts = report.by_space(pd.DataFrame({"space": ["mlp", "mlp", "conv"], "x": [1, 2, 3]}))
+    assert list(parts) == ["", "_conv"] and parts["_conv"]["x"].tolist() == [3]
