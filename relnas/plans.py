@@ -72,6 +72,11 @@ SECOND_SPACE: dict[tuple[str, str], dict[str, Any]] = {
                              retrain_layers=3, retrain_epochs=1, retrain_batch=64,
                              retrain_optimizer="adam", retrain_lr=1e-3, threads=1),
 }
+# The simplex of the relnas rows (an explicit `simplex` override wins): in the MLP DAG the
+# paper's eq. 2, one distribution per vertex over all its incoming (edge, op) pairs, so that
+# edges compete for a vertex; in conv cells the per-edge simplex of DARTS, whose top-2 rule
+# picks the edges (method.md 1). DARTS rows always use their per-edge softmax.
+RELNAS_SIMPLEX = {"mlp": "vertex", "conv": "edge"}
 EXPERTS_FOR = {("boston", "mlp"): ("mlp",), ("mnist", "mlp"): ("lenet300", "lenet5"),
                ("mnist", "conv"): ("lenet300", "lenet5"), ("cifar10", "conv"): ("darts_v2", "resnet")}
 PRUNED_EXPERT = {"boston": "mlp", "mnist": "lenet300", "cifar10": "resnet"}
@@ -188,9 +193,10 @@ def _main_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
         if "darts" in include:
             configs += [make_config(**one, relaxation="softmax", lam=0.0, order=o) for o in (1, 2)]
         if "relnas" in include:
+            prior_rows = {**one, "simplex": one.get("simplex") or RELNAS_SIMPLEX[one.get("space", "mlp")]}
             for name in relaxations:
                 for learned in learned_precision:
-                    configs += [make_config(**one, relaxation=name, lam=float(lam),
+                    configs += [make_config(**prior_rows, relaxation=name, lam=float(lam),
                                             learned_precision=learned,
                                             order=2 if learned else order) for lam in lambdas]
     return configs
