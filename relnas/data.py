@@ -163,10 +163,11 @@ def _hint(dataset: str) -> str:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """A gzip-compressed IDX file (MNIST format) as a uint8 array. Kept in memory per process
-    (a worker runs many configs on the same files); callers copy before changing anything."""
+    """A gzip-compressed IDX file (MNIST format) as a uint8 array. The decoded file is kept in
+    memory per process (a worker runs many configs on the same files)."""
     stat = path.stat()
-    return _read_idx_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    # a copy: the cached array stays intact whatever a caller does with its result
+    return _read_idx_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns).copy()
 
 
 @functools.lru_cache(maxsize=8)

@@ -83,13 +83,13 @@ PRUNED_EXPERT = {"boston": "mlp", "mnist": "lenet300", "cifar10": "resnet"}
 
 
 def method_label(cfg: Config) -> str:
-    """The display name of a config's method (the row of the tables). Searches in the conv space
-    of a dataset whose default space is the MLP DAG (MNIST) end in " (conv cell)"."""
+    """The display name of a config's method (the row of the tables). Searches in a profile's
+    second space (the MNIST small conv cell, ``SECOND_SPACE``) end in " (conv cell)"."""
     if cfg.method == "expert":
         return f"Expert {EXPERT_NAMES[cfg.expert]}"
     if cfg.method == "prune":
         return f"Magnitude pruning ({EXPERT_NAMES[cfg.expert]})"
-    suffix = CELL_SUFFIX if cfg.space == "conv" and ("mnist", "conv") in _SECOND else ""
+    suffix = CELL_SUFFIX if is_second_space(cfg) else ""
     if cfg.method == "random":
         return "Random search" + suffix
     if cfg.relaxation == "softmax" and cfg.lam == 0:
@@ -98,7 +98,20 @@ def method_label(cfg: Config) -> str:
     return name + (" + learned A" if cfg.learned_precision else "") + suffix
 
 
-_SECOND = {(dataset, fields["space"]) for (dataset, _), fields in SECOND_SPACE.items()}
+# The fields that tell a second-space search from a search in the same space of another
+# profile (the MNIST `paper` profile's DARTS cell, CIFAR-10).
+_SPACE_FIELDS = ("space", "C", "layers", "n_nodes", "stem_stride", "ops")
+
+
+def is_second_space(cfg: Config) -> bool:
+    """Whether ``cfg`` searches the search space of one of the ``SECOND_SPACE`` entries."""
+    return any(cfg.dataset == dataset and all(getattr(cfg, k) == fields[k] for k in _SPACE_FIELDS)
+               for (dataset, _), fields in SECOND_SPACE.items())
+
+
+# Notebook overrides that also reach the second space; the others (subset, batch_size, lrs, ...)
+# are tuned for the main space and stay there.
+CELL_OVERRIDES = ("epochs", "retrain_epochs", "device", "threads", "deterministic")
 
 
 def as_list(name: str, value: Any) -> list:
@@ -159,16 +172,19 @@ def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1
          order: int = 1, include: Sequence[str] = ("expert", "random", "darts", "relnas"),
          conv_cell: bool = True, **overrides: Any) -> list[Config]:
     """Every config of one dataset's experiment except pruning (see :func:`prune_plan`); with
-    ``conv_cell`` also the profile's second space (``SECOND_SPACE``), after the main one.
-    ``overrides`` (e.g. ``epochs``, ``device``) apply to both spaces."""
+    ``conv_cell`` also the profile's second space (``SECOND_SPACE``), after the main one, unless
+    ``overrides`` make the main space that same space. ``overrides`` apply to the main space;
+    of them ``CELL_OVERRIDES`` (epochs, retrain_epochs, device, threads, deterministic) also
+    to the second space."""
     _check_grid(seeds, lambdas, relaxations)
     if not isinstance(conv_cell, bool):
         raise ConfigError(f"conv_cell must be True or False, got {conv_cell!r}")
     configs = _main_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision, order,
                          include, overrides)
-    if conv_cell and (dataset, profile) in SECOND_SPACE:
-        cell = {"dataset": dataset, **SECOND_SPACE[(dataset, profile)],
-                **{k: v for k, v in overrides.items() if v is not None}}
+    second = SECOND_SPACE.get((dataset, profile))
+    if conv_cell and second and overrides.get("space") != second["space"]:
+        cell = {"dataset": dataset, **second,
+                **{k: v for k, v in overrides.items() if v is not None and k in CELL_OVERRIDES}}
         lam = cell.pop("lam")
         for seed in seeds:
             if "darts" in include:

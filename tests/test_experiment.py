@@ -102,9 +102,19 @@ def test_mnist_default_plans_the_conv_cell_beside_the_mlp_dag():
     assert not any(method_label(c).endswith("(conv cell)") for c in configs if c.space == "mlp")
     assert not [c for c in plan("mnist", seeds=[0], lambdas=[0.1], conv_cell=False)
                 if c.space == "conv"]
-    # notebook overrides reach both spaces
-    assert {c.epochs for c in plan("mnist", seeds=[0], lambdas=[0.1], epochs=2)
-            if c.method == "search"} == {2}
+    # epochs, device etc. reach both spaces; the main space's tuning (subset, lrs) stays there
+    overridden = plan("mnist", seeds=[0], lambdas=[0.1], epochs=5, subset=500, w_lr=0.3)
+    cell = [c for c in overridden if c.space == "conv"]
+    assert cell and {c.epochs for c in cell} == {5}
+    assert {c.subset for c in cell} == {1000} and {c.w_lr for c in cell} == {0.1}
+    assert {c.subset for c in overridden if c.space == "mlp" and c.method != "expert"} == {500}
+    # only the MNIST cell is labelled a conv cell: not the paper profile's DARTS cell, not CIFAR
+    paper = plan("mnist", profile="paper", seeds=[0], lambdas=[0.1])
+    assert paper and not any(method_label(c).endswith("(conv cell)") for c in paper)
+    assert method_label(paper[-1].replace(dataset="cifar10")) == method_label(paper[-1])
+    # a main space made conv by an override runs no second conv space
+    assert {c.C for c in plan("mnist", seeds=[0], lambdas=[0.1], space="conv")
+            if c.method == "search"} == {16}
 
 
 def test_pruning_budget_comes_from_the_main_space_only():
