@@ -330,8 +330,15 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
         return pd.concat([runs, run_all(pruned, pool=pool, **kw)], ignore_index=True)
 
 
-def load_runs(dataset: str | None = None, results_dir: str | Path | None = None) -> pd.DataFrame:
-    """Every finished run stored under the results root (and the read-only roots)."""
+def load_runs(dataset: str | None = None, results_dir: str | Path | None = None, *,
+              allow_mixed: bool = False) -> pd.DataFrame:
+    """Every finished run stored under the results root (and the read-only roots).
+
+    Tables average the seeds of a (dataset, method label, lambda); two stored configurations
+    with the same label, lambda and seed (say an earlier run with other epochs in the same
+    folder) would be averaged together silently, so they are refused with the folders to look
+    at, unless ``allow_mixed``.
+    """
     results = store.ResultsStore(results_dir)
     rows, seen = [], set()
     for root in [results.root, *results.read_roots]:
@@ -341,4 +348,17 @@ def load_runs(dataset: str | None = None, results_dir: str | Path | None = None)
                 continue
             seen.add(metrics.parent.name)
             rows.append(row(store.load_run(metrics.parent)))
-    return pd.DataFrame(rows)
+    runs = pd.DataFrame(rows)
+    if not allow_mixed and not runs.empty:
+        keys = ["dataset", "label", "lam", "seed"]
+        clash = runs[runs.duplicated(keys, keep=False)].sort_values(keys)
+        if not clash.empty:
+            first = clash.iloc[0]
+            dirs = clash[(clash[keys] == first[keys]).all(axis=1)]["run_dir"].tolist()
+            raise ConfigError(
+                f"the results folders hold {len(clash)} runs that share a method, lambda and seed "
+                f"with another configuration, e.g. {first['label']!r} (lambda {first['lam']}, seed "
+                f"{first['seed']}) in {', '.join(dirs)}; their tables would average different "
+                "configurations. Keep one configuration per results folder (results_dir=... for a "
+                "variant), delete the older run folders, or pass allow_mixed=True")
+    return runs

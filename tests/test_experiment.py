@@ -147,3 +147,16 @@ def test_conv_nets_run_channels_last_on_the_cpu_with_the_same_outputs():
     torch.testing.assert_close(placed(x), before)
     mlp = place(experts.build_expert("lenet300", (1, 28, 28), 10), torch.device("cpu"))
     assert all(p.is_contiguous() for p in mlp.parameters())
+
+
+def test_load_runs_refuses_two_configurations_under_one_label(tmp_path):
+    from relnas.config import ConfigError
+    from relnas.plans import load_runs
+
+    config = dict(dataset="boston", n_hidden=1, width=4, epochs=1, retrain_epochs=1, threads=1)
+    run(config, results_dir=tmp_path)
+    assert len(load_runs("boston", results_dir=tmp_path)) == 1
+    run(dict(config, epochs=2), results_dir=tmp_path)  # same method, lambda, seed; other epochs
+    with pytest.raises(ConfigError, match="average different configurations"):
+        load_runs("boston", results_dir=tmp_path)
+    assert len(load_runs("boston", results_dir=tmp_path, allow_mixed=True)) == 2
