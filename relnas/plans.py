@@ -209,7 +209,8 @@ def _main_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
         if "darts" in include:
             configs += [make_config(**one, relaxation="softmax", lam=0.0, order=o) for o in (1, 2)]
         if "relnas" in include:
-            prior_rows = {**one, "simplex": one.get("simplex") or RELNAS_SIMPLEX[one.get("space", "mlp")]}
+            simplex = one.get("simplex") or RELNAS_SIMPLEX[one.get("space", "mlp")]
+            prior_rows = {**one, "simplex": simplex}
             for name in relaxations:
                 for learned in learned_precision:
                     configs += [make_config(**prior_rows, relaxation=name, lam=float(lam),
@@ -257,9 +258,11 @@ def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
     if pool is not None and len(configs) > 1:
         # Costly runs first, so that no worker is left with a long run at the end.
         order = sorted(range(len(configs)), key=lambda i: _cost_rank(configs[i]))
-        rows = pool.map(_run_row, [configs[i] for i in order], [kw] * len(configs))
-        rows = list(_progress(rows, progress, len(configs)))
-        return pd.DataFrame([rows[order.index(i)] for i in range(len(configs))])
+        done = pool.map(_run_row, [configs[i] for i in order], [kw] * len(configs))
+        rows: list[dict[str, Any]] = [{}] * len(configs)
+        for i, result in zip(order, _progress(done, progress, len(configs))):
+            rows[i] = result
+        return pd.DataFrame(rows)
     return pd.DataFrame([_run_row(cfg, kw) for cfg in _progress(configs, progress, len(configs))])
 
 
@@ -323,8 +326,8 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
         raise ConfigError(f"recompute must be True or False, got {recompute!r}")
     kw = {"results_dir": results_dir, "progress": progress, "recompute": recompute,
           "checkpoint_interval": checkpoint_interval, "workers": workers}
-    with contextlib.ExitStack() as stack:  # one pool for both rounds
-        pool = stack.enter_context(worker_pool(workers)) if workers > 1 else None
+    # one pool for both rounds (each start of a pool imports torch in every worker again)
+    with worker_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
         runs = run_all(configs, pool=pool, **kw)
         pruned = prune_plan(runs, base_config(dataset, profile, **overrides))
         return pd.concat([runs, run_all(pruned, pool=pool, **kw)], ignore_index=True)
