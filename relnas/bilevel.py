@@ -188,12 +188,11 @@ class BilevelOptimizer:
         sample = self.arch.sample(temperature=temperature, hard=self.hard)
         gamma = {k: w.detach().requires_grad_() for k, w in sample.items()}
         weights = {n: p.detach() for n, p in self.net.named_parameters()}
-        if self.order == 1 and not self._has_buffers:
-            # the net's own weights: autograd.grad in gamma alone computes no weight gradients
-            nll = self.loss_fn(self.net(valid_batch[0], gamma), valid_batch[1])
-            d_gamma, d_log_a = _grads(nll, list(gamma.values())), []
-        elif self.order == 1:  # through _output, which leaves the BatchNorm statistics alone
-            nll = self._valid_nll(weights, valid_batch, gamma)
+        if self.order == 1:
+            if self._has_buffers:  # through _output, which leaves the BatchNorm statistics alone
+                nll = self._valid_nll(weights, valid_batch, gamma)
+            else:  # the net's own weights: autograd.grad in gamma computes no weight gradients
+                nll = self.loss_fn(self.net(valid_batch[0], gamma), valid_batch[1])
             d_gamma, d_log_a = _grads(nll, list(gamma.values())), []
         else:
             nll, d_gamma, d_log_a = self._unrolled(weights, train_batch, valid_batch, gamma)
