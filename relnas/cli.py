@@ -7,6 +7,9 @@
   parameters are those of ``relnas.plans.run_experiment`` (``learned_precision``, not the
   notebooks' ``learned_A``) plus any config field.
 - ``reproduce notebooks/01_boston.ipynb ...``: execute notebooks in place with papermill.
+- ``stale [notebooks ...] [--delete]``: the run folders in ``results/`` that the experiment
+  notebooks, with the parameters of their parameters cells, no longer produce (runs of an
+  earlier configuration); ``--delete`` removes them.
 """
 from __future__ import annotations
 
@@ -39,6 +42,39 @@ def _load_yaml(path: str | None) -> dict[str, Any]:
     return data
 
 
+REPO = Path(__file__).resolve().parent.parent
+EXPERIMENT_NOTEBOOKS = [str(REPO / "notebooks" / n) for n in ("01_boston.ipynb", "02_mnist.ipynb")]
+# notebook parameters that steer the execution, not which runs exist
+EXECUTION_PARAMETERS = ("progress", "workers", "recompute")
+
+
+def _stale(notebooks: Sequence[str], *, delete: bool) -> int:
+    import shutil
+
+    from relnas.notebooks import notebook_dataset, notebook_parameter_values
+    from relnas.plans import stale_runs
+
+    total = 0
+    for nb in notebooks:
+        dataset = notebook_dataset(nb)
+        if dataset is None:
+            raise SystemExit(f"{nb}: not an experiment notebook (no run_experiment call)")
+        values = notebook_parameter_values(nb)
+        values["learned_precision"] = values.pop("learned_A", (False, True))
+        for name in EXECUTION_PARAMETERS:
+            values.pop(name, None)
+        stale = stale_runs(dataset, **values)
+        total += len(stale)
+        print(f"{nb}: {len(stale)} stale run folder(s) of {dataset}")
+        for folder in stale:
+            print(f"  {folder}")
+            if delete:
+                shutil.rmtree(folder)
+    if total and not delete:
+        print("(pass --delete to remove them)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="relnas", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rep.add_argument("notebooks", nargs="+")
     p_rep.add_argument("--fresh", action="store_true",
                        help="recompute every run instead of reusing stored results")
+    p_stale = sub.add_parser("stale", help="list (or delete) run folders no notebook produces")
+    p_stale.add_argument("notebooks", nargs="*", default=list(EXPERIMENT_NOTEBOOKS))
+    p_stale.add_argument("--delete", action="store_true", help="remove the stale run folders")
     args = parser.parse_args(argv)
 
     from relnas.config import ConfigError
@@ -79,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs = run_experiment(args.dataset, results_dir=args.results_dir,
                                   progress=args.progress, **values)
             print(format_table(summary_table(runs)).to_markdown(index=False))
+        elif args.command == "stale":
+            return _stale(args.notebooks, delete=args.delete)
         else:
             from relnas.notebooks import execute
             for nb in args.notebooks:

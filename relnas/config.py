@@ -32,6 +32,13 @@ def _range(lo: float | None = None, *, gt: bool = False, hi: float | None = None
     return {"lo": lo, "gt": gt, "hi": hi}
 
 
+# Fields added after runs were stored: left out of ``to_dict()`` (so of the stored config and of
+# its hash, the run folder's name) while they hold their default, so that adding a field keeps
+# every stored run. Never change the default of a field listed here: stored runs would be reused
+# for the new default.
+OPTIONAL_FIELDS = ("search_subset",)
+
+
 @dataclass(frozen=True)
 class Config:
     """A complete run: data, method, search space, relaxation, bilevel search, retraining."""
@@ -45,6 +52,7 @@ class Config:
     subset: int = field(default=0, metadata=_range(0))            # 0 = all training examples
     valid_fraction: float = field(default=0.0, metadata=_range(0.0, hi=0.9))  # 0 = dataset default
     batch_size: int = field(default=64, metadata=_range(1))       # DARTS search batch 64
+    search_subset: int = field(default=0, metadata=_range(0))     # 0 = search on all of train/valid
     # --- search space ---
     n_hidden: int = field(default=3, metadata=_range(1))          # MLP DAG hidden vertices
     width: int = field(default=50, metadata=_range(1))            # MLP vertex width (expert: 50)
@@ -105,7 +113,9 @@ class Config:
     threads: int = field(default=2, metadata=_range(1))
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """Every field (tuples as lists), except ``OPTIONAL_FIELDS`` at their default."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if not (k in OPTIONAL_FIELDS and v == _DEFAULTS[k])}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -127,6 +137,7 @@ class ConfigError(ValueError):
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_DEFAULTS = {name: FIELDS[name].default for name in OPTIONAL_FIELDS}
 _HINTS = typing.get_type_hints(Config)
 
 

@@ -10,7 +10,8 @@ Methods (``cfg.method``, method.md 5):
 - ``search``: bilevel search in the space, derive, retrain the derived network from scratch
   (DARTS: ``relaxation="softmax", lam=0``; relnas: Dirichlet / Gumbel with ``lam`` > 0);
 - ``random``: ``random_samples`` random architectures of the same space, each trained for
-  ``epochs / random_samples`` epochs (the search budget), the best on validation retrained;
+  ``epochs / random_samples`` epochs on the search's training data (the search budget), the
+  best on validation retrained;
 - ``prune``: train the expert model, keep its ``param_budget`` largest-magnitude weights
   (global magnitude pruning, Han et al. 2015), fine-tune with the mask for a quarter of
   ``retrain_epochs``.
@@ -133,7 +134,7 @@ def _random(cfg, task, device, run_dir, kw):
         model = phases.place(phases.build_derived(cfg, genotype), device)
         metrics, rows, seconds = phases.fit(model, cfg, task, run_dir, f"random{i}", budget,
                                                checkpoint_interval=kw["checkpoint_interval"],
-                                               test=False)
+                                               test=False, train=task.search_split("train"))
         history += rows
         search_s += seconds
         score = metrics["valid_metric"] * (1 if task.metric == "rmse" else -1)  # lower is better

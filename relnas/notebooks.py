@@ -29,19 +29,40 @@ def strip_volatile(nb) -> None:
     nb.metadata.pop("widgets", None)
 
 
-def notebook_parameters(path: str | os.PathLike) -> set[str]:
-    """Names assigned in the notebook's cell tagged ``parameters``."""
-    import ast
-
+def _code_cells(path: str | os.PathLike):
     import nbformat
 
-    nb = nbformat.read(str(path), as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
-            tree = ast.parse(cell.source)
-            return {t.id for node in tree.body if isinstance(node, ast.Assign)
-                    for t in node.targets if isinstance(t, ast.Name)}
-    return set()
+    return [c for c in nbformat.read(str(path), as_version=4).cells if c.cell_type == "code"]
+
+
+def notebook_parameter_values(path: str | os.PathLike) -> dict[str, Any]:
+    """The literal values assigned in the notebook's cell tagged ``parameters``."""
+    import ast
+
+    for cell in _code_cells(path):
+        if "parameters" in cell.metadata.get("tags", []):
+            return {t.id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body
+                    if isinstance(node, ast.Assign) for t in node.targets
+                    if isinstance(t, ast.Name)}
+    return {}
+
+
+def notebook_parameters(path: str | os.PathLike) -> set[str]:
+    """Names assigned in the notebook's cell tagged ``parameters``."""
+    return set(notebook_parameter_values(path))
+
+
+def notebook_dataset(path: str | os.PathLike) -> str | None:
+    """The dataset of an experiment notebook: the first argument of its ``run_experiment``
+    call (None for a notebook without one, such as ``04_paper``)."""
+    import ast
+
+    for cell in _code_cells(path):
+        for node in ast.walk(ast.parse(cell.source)):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "run_experiment"
+                    and node.args and isinstance(node.args[0], ast.Constant)):
+                return node.args[0].value
+    return None
 
 
 def execute(path: str | os.PathLike, output: str | os.PathLike | None = None,

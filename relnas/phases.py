@@ -111,9 +111,18 @@ class Task:
         self.metric = "rmse" if self.kind == REGRESSION else "acc"
         self.loss_fn = loss_function(self.kind)
 
+        self.search_subset = cfg.search_subset
+
     @property
     def n_train(self) -> int:
         return len(self.sets["train"][0])
+
+    def search_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``split`` ("train" or "valid") as the search sees it: its first ``search_subset``
+        examples (the splits are already shuffled by seed), or all of it."""
+        x, y = self.sets[split]
+        n = self.search_subset or len(x)
+        return x[:n], y[:n]
 
     def evaluate(self, forward: Callable, split: str, mask: torch.Tensor | None = None) -> dict:
         x, y = self.sets[split]
@@ -213,10 +222,12 @@ class Phase:
 
 def fit(model: nn.Module, cfg: Config, task: Task, run_dir: Path, tag: str, epochs: int, *,
         masks: dict[str, torch.Tensor] | None = None, progress: bool = False,
-        checkpoint_interval: float = 0.0, test: bool = True
+        checkpoint_interval: float = 0.0, test: bool = True,
+        train: tuple[torch.Tensor, torch.Tensor] | None = None
         ) -> tuple[dict[str, float], list[dict], float]:
     """Train ``model`` from its current state for ``epochs`` (cosine LR), resumable.
 
+    ``train``: the (x, y) to train on (default: the task's train split).
     Returns (valid and, if ``test``, test metrics; history rows; seconds).
     """
     params = model.parameters()
@@ -229,7 +240,7 @@ def fit(model: nn.Module, cfg: Config, task: Task, run_dir: Path, tag: str, epoc
     phase = Phase(run_dir, tag, progress, checkpoint_interval)
     modules = {"model": model, "optimizer": opt, "scheduler": sched}
     phase.restore(modules)
-    x, y = task.sets["train"]
+    x, y = task.sets["train"] if train is None else train
     for epoch in phase.epochs(epochs):
         start = time.perf_counter()
         if hasattr(model, "drop_path_prob"):  # DARTS: linear ramp of the drop-path probability
@@ -280,11 +291,12 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
     arch = Architecture(net.arch_spec(), relaxation=make_relaxation(cfg.relaxation, **options),
                         simplex=cfg.simplex,
                         generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+    (xt, yt), (xv, yv) = task.search_split("train"), task.search_split("valid")
     prior = WeightPrior.from_weight_decay(net.weight_groups(), weight_decay=cfg.weight_decay,
-                                          n_train=task.n_train,
+                                          n_train=len(xt),
                                           learned=cfg.learned_precision).to(device)
     opt = BilevelOptimizer(
-        net, arch, prior, task.loss_fn, n_train=task.n_train, w_lr=cfg.w_lr,
+        net, arch, prior, task.loss_fn, n_train=len(xt), w_lr=cfg.w_lr,
         w_momentum=cfg.w_momentum, w_grad_clip=cfg.grad_clip, arch_lr=cfg.arch_lr,
         arch_betas=(cfg.arch_beta1, cfg.arch_beta2), arch_weight_decay=cfg.arch_weight_decay,
         prior_lr=cfg.precision_lr, lam=cfg.lam, order=cfg.order, hvp=cfg.hvp, xi=cfg.xi,
@@ -296,7 +308,6 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
     phase = Phase(run_dir, "search", progress, checkpoint_interval)
     phase.restore(modules)
     phase.extra.setdefault("trajectory", [])
-    (xt, yt), (xv, yv) = task.sets["train"], task.sets["valid"]
     for epoch in phase.epochs(cfg.epochs):
         start = time.perf_counter()
         net.train()  # the end-of-epoch evaluation below switches BatchNorm to eval mode

@@ -47,11 +47,16 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "smoke": dict(space="mlp", subset=256, n_hidden=1, width=8, batch_size=128, epochs=1,
                       retrain_epochs=1, retrain_batch=128, retrain_optimizer="adam",
                       retrain_lr=1e-3, random_samples=2, threads=1),
-        # Full data, DARTS conv cell, longer training: for a GPU (device="cuda").
-        "paper": dict(space="conv", C=16, layers=5, batch_size=64, epochs=30, retrain_epochs=100,
-                      retrain_batch=96, retrain_C=36, retrain_layers=8, retrain_lr=0.025,
-                      cutout=0, drop_path=0.1, auxiliary_weight=0.4, random_samples=4,
-                      threads=4),
+        # DARTS conv cell for a GPU (device="cuda"): the search on 10,000 training + the 10,000
+        # validation images, the derived network retrained on all 50,000 training images.
+        # Sized without a GPU measurement (as of 2026-11-28; see BENCHMARKS.md): about 1-2 GPU
+        # hours per seed with lambdas [0.1] and fixed A, several times that with learned A
+        # (second order). `python benchmarks/plan_cost.py mnist --profile paper --device cuda`
+        # projects any plan from short real runs.
+        "paper": dict(space="conv", C=16, layers=5, batch_size=64, search_subset=10000,
+                      epochs=10, retrain_epochs=20, retrain_batch=96, retrain_C=36,
+                      retrain_layers=8, retrain_lr=0.025, cutout=0, drop_path=0.1,
+                      auxiliary_weight=0.4, random_samples=4, threads=4),
     },
 }
 # A second search space a profile also runs, beside its main one: a small DARTS-style conv cell
@@ -304,6 +309,19 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
             "device": m["device"], "run_dir": str(result["dir"])}
 
 
+def profile_results_dir(profile: str, results_dir: str | Path | None = None) -> str | Path | None:
+    """Where the runs of ``profile`` are stored: ``results_dir`` when given; else the results
+    root (``$RELNAS_RESULTS`` or ``results/``) for the default profile and its subfolder named
+    after the profile for the others, so that a ``paper`` or ``smoke`` run never lands beside
+    the default runs (whose tables would refuse the mix, see :func:`load_runs`)."""
+    known = sorted({name for profiles in PROFILES.values() for name in profiles})
+    if profile not in known:
+        raise ConfigError(f"profile={profile!r} is not defined; allowed: {', '.join(known)}")
+    if results_dir is not None or profile == "default":
+        return results_dir
+    return store.results_root() / profile
+
+
 def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
                    relaxations=("dirichlet", "gumbel"), lambdas=(0.01, 0.1, 1.0),
                    learned_precision=(False, True), order: int = 1, conv_cell: bool = True,
@@ -312,13 +330,12 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
     """Plan, validate, run every method of one dataset (pruning last); the runs table.
 
     Every config is validated and the results folder checked before the first run starts.
-    Stored runs of the same configs are reused unless ``recompute``.
+    Stored runs of the same configs are reused unless ``recompute``. ``results_dir=None``: see
+    :func:`profile_results_dir`.
     """
-    configs = plan(dataset, profile=profile, seeds=as_list("seeds", seeds),
-                   relaxations=as_list("relaxations", relaxations),
-                   lambdas=as_list("lambdas", lambdas),
-                   learned_precision=as_list("learned_A", learned_precision), order=order,
-                   conv_cell=conv_cell, **overrides)
+    configs = _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
+                             order, conv_cell, overrides)
+    results_dir = profile_results_dir(profile, results_dir)
     check_results_dir(store.ResultsStore(results_dir))
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
@@ -331,6 +348,49 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
         runs = run_all(configs, pool=pool, **kw)
         pruned = prune_plan(runs, base_config(dataset, profile, **overrides))
         return pd.concat([runs, run_all(pruned, pool=pool, **kw)], ignore_index=True)
+
+
+def _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision, order,
+                   conv_cell, overrides) -> list[Config]:
+    """:func:`plan` from notebook parameters (lists may come as YAML strings)."""
+    return plan(dataset, profile=profile, seeds=as_list("seeds", seeds),
+                relaxations=as_list("relaxations", relaxations),
+                lambdas=as_list("lambdas", lambdas),
+                learned_precision=as_list("learned_A", learned_precision), order=order,
+                conv_cell=conv_cell, **overrides)
+
+
+def stale_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
+               relaxations=("dirichlet", "gumbel"), lambdas=(0.01, 0.1, 1.0),
+               learned_precision=(False, True), order: int = 1, conv_cell: bool = True,
+               results_dir=None, **overrides: Any) -> list[Path]:
+    """The run folders of ``dataset`` in the results folder that :func:`run_experiment` with
+    these parameters would not produce (left by earlier configurations; ``04_paper`` refuses
+    to average them with the current ones). Pruning runs depend on the stored searches of the
+    same seed: while any run of the plan is missing, no pruning folder is called stale."""
+    configs = _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
+                             order, conv_cell, overrides)
+    results = store.ResultsStore(profile_results_dir(profile, results_dir), read_roots=[])
+    stored = [results.load(dataset, cfg.to_dict()) for cfg in configs]
+    complete = all(r is not None for r in stored)
+    if complete:
+        runs = pd.DataFrame([row(r) for r in stored])
+        configs += prune_plan(runs, base_config(dataset, profile, **overrides))
+    keep = {store.config_hash(cfg.to_dict()) for cfg in configs}
+    folder = results.root / dataset
+    if not folder.is_dir():
+        return []
+    stale = []
+    for run_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in keep):
+        if not complete and _stored_method(run_dir) == "prune":
+            continue
+        stale.append(run_dir)
+    return stale
+
+
+def _stored_method(run_dir: Path) -> str | None:
+    config = run_dir / store.CONFIG
+    return store.read_json(config).get("method") if config.is_file() else None
 
 
 def load_runs(dataset: str | None = None, results_dir: str | Path | None = None, *,

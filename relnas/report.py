@@ -191,6 +191,12 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
+def profile_name(name: str, profile: str = "default") -> str:
+    """The file name of a table or figure of ``profile``: ``name`` for the default profile,
+    ``<name>_<profile>`` for the others (a ``paper`` run keeps the default's files)."""
+    return name if profile == "default" else f"{name}_{profile}"
+
+
 def _check_name(name: str) -> None:
     if not name or os.sep in name or "/" in name or name.startswith("."):
         raise ValueError(f"a file name without folders is needed, got {name!r}")

@@ -104,3 +104,33 @@ def test_yaml_config_and_set_values_are_typed(tmp_path, capsys, no_compute):
     assert cli.main(["run", "--config", str(config), "--set", "seed=3", "ops=[linear, zero]",
                      "n_hidden=2", "--results-dir", str(tmp_path / "r")]) == 0
     assert json.loads(capsys.readouterr().out)["cached"] is True and len(no_compute) == 1
+
+
+def test_stale_lists_and_deletes_runs_the_notebook_no_longer_makes(tmp_path, capsys):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    results = tmp_path / "results"
+    params = dict(profile="smoke", seeds=[0], lambdas=[0.1], relaxations=["gumbel"],
+                  learned_A=[False], results_dir=str(results), workers=1)
+    nb = tmp_path / "exp.ipynb"
+    nbformat.write(new_notebook(cells=[
+        new_code_cell("\n".join(f"{k} = {v!r}" for k, v in params.items()),
+                      metadata={"tags": ["parameters"]}),
+        new_code_cell("runs = run_experiment('boston', profile=profile, seeds=seeds)")]), nb)
+    from relnas.plans import run_experiment
+    current = run_experiment("boston", profile="smoke", seeds=[0], lambdas=[0.1],
+                             relaxations=["gumbel"], learned_precision=[False],
+                             results_dir=results)
+    # a run of an earlier configuration in the same folder
+    old = experiment.run(dict(dataset="boston", n_hidden=1, width=4, epochs=1, retrain_epochs=1,
+                              batch_size=64, retrain_batch=64, threads=1), results_dir=results)
+    assert cli.main(["stale", str(nb)]) == 0
+    out = capsys.readouterr().out
+    assert "1 stale run folder(s) of boston" in out and str(old["dir"]) in out
+    assert all(Path(d).is_dir() for d in current["run_dir"])  # pruning included: not stale
+    assert cli.main(["stale", str(nb), "--delete"]) == 0
+    assert not Path(old["dir"]).exists() and all(Path(d).is_dir() for d in current["run_dir"])
+    capsys.readouterr()
+    assert cli.main(["stale", str(nb)]) == 0
+    assert "0 stale run folder(s)" in capsys.readouterr().out

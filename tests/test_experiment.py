@@ -160,3 +160,50 @@ def test_load_runs_refuses_two_configurations_under_one_label(tmp_path):
     with pytest.raises(ConfigError, match="average different configurations"):
         load_runs("boston", results_dir=tmp_path)
     assert len(load_runs("boston", results_dir=tmp_path, allow_mixed=True)) == 2
+
+
+def test_each_profile_other_than_default_has_its_own_results_folder(tmp_path, monkeypatch):
+    from relnas.config import ConfigError
+    from relnas.plans import profile_results_dir
+    from relnas.report import profile_name
+
+    monkeypatch.setenv("RELNAS_RESULTS", str(tmp_path / "results"))
+    assert profile_results_dir("default") is None  # the store's root: $RELNAS_RESULTS
+    assert profile_results_dir("paper") == tmp_path / "results" / "paper"
+    assert profile_results_dir("paper", tmp_path / "mine") == tmp_path / "mine"  # explicit wins
+    with pytest.raises(ConfigError, match="profile='papr'.*allowed: default, paper, smoke"):
+        profile_results_dir("papr")
+    assert (profile_name("mnist"), profile_name("mnist", "paper")) == ("mnist", "mnist_paper")
+
+
+def test_search_subset_limits_the_search_data_not_the_retraining(tmp_path, monkeypatch):
+    from relnas import phases
+    from relnas.bilevel import BilevelOptimizer
+
+    batches, fitted = [], []
+    real_step, real_fit = BilevelOptimizer.step, phases.fit
+
+    def step(self, train, valid, **kw):
+        batches.append(len(train[0]))
+        return real_step(self, train, valid, **kw)
+
+    def fit(model, cfg, task, run_dir, tag, epochs, **kw):
+        x = (kw.get("train") or task.sets["train"])[0]
+        fitted.append((tag, len(x)))
+        return real_fit(model, cfg, task, run_dir, tag, epochs, **kw)
+
+    monkeypatch.setattr(BilevelOptimizer, "step", step)
+    monkeypatch.setattr(phases, "fit", fit)
+    base = dict(dataset="boston", n_hidden=1, width=4, epochs=1, retrain_epochs=1,
+                batch_size=64, retrain_batch=64, random_samples=1, threads=1)
+    whole = run(base, results_dir=tmp_path)
+    n_train = whole["metrics"]["n_train"]
+    assert sum(batches) == n_train and "search_subset" not in whole["config"]
+    batches.clear()
+    limited = run(dict(base, search_subset=100), results_dir=tmp_path)
+    assert sum(batches) == 100 and limited["dir"] != whole["dir"]
+    assert limited["config"]["search_subset"] == 100
+    assert fitted[-1] == ("retrain", n_train)  # the derived network trains on all of train
+    fitted.clear()
+    run(dict(base, method="random", search_subset=100), results_dir=tmp_path)
+    assert fitted == [("random0", 100), ("retrain", n_train)]

@@ -56,7 +56,10 @@ def test_papermill_smoke_run(name, scratch):
     out = scratch / f"{name}.ipynb"
     execute(NOTEBOOKS / f"{name}.ipynb", out, SMOKE, timeout=600, log_output=False)
     dataset = EXPERIMENTS[name]
-    metrics = [json.loads(p.read_text()) for p in (scratch / "results" / dataset).glob("*/metrics.json")]
+    # a profile other than the default keeps to its own results subfolder and file names
+    metrics = [json.loads(p.read_text())
+               for p in (scratch / "results" / "smoke" / dataset).glob("*/metrics.json")]
+    assert not (scratch / "results" / dataset).exists()
     # 2 seeds x (experts, random, DARTS 1st + 2nd, Dirichlet with fixed and learned A, pruning);
     # MNIST also 2 seeds x the conv cell's DARTS 1st order and Dirichlet
     n_experts, n_cell = (1, 0) if dataset == "boston" else (2, 2)
@@ -64,11 +67,13 @@ def test_papermill_smoke_run(name, scratch):
     assert all(m["status"] == "ok" for m in metrics)
     figures = {p.name for p in (scratch / "figures").iterdir()}
     for fig in ("pareto", "structure_weights", "collapse", "precisions", "times"):
-        assert {f"{dataset}_{fig}.png", f"{dataset}_{fig}.pdf"} <= figures
+        assert {f"{dataset}_smoke_{fig}.png", f"{dataset}_smoke_{fig}.pdf"} <= figures
     if n_cell:
-        assert {f"{dataset}_structure_weights_conv.png", f"{dataset}_collapse_conv.png"} <= figures
+        assert {f"{dataset}_smoke_structure_weights_conv.png",
+                f"{dataset}_smoke_collapse_conv.png"} <= figures
+    assert not any(name.startswith(f"{dataset}_pareto") for name in figures)
     tables = scratch / "figures" / "tables"
-    assert (tables / f"{dataset}.md").read_text().count("\n") >= 8
+    assert (tables / f"{dataset}_smoke.md").read_text().count("\n") >= 8
     executed = nbformat.read(out, as_version=4)
     assert "papermill" in executed.metadata and not any(
         "papermill" in c.metadata for c in executed.cells)  # timestamps stripped
@@ -81,9 +86,9 @@ def test_paper_notebook_builds_from_stored_results(scratch):
     run_experiment("boston", profile="smoke", seeds=[0], lambdas=[0.1], relaxations=["gumbel"],
                    learned_precision=[False])
     out = scratch / "04_paper.ipynb"
-    execute(NOTEBOOKS / "04_paper.ipynb", out, {}, timeout=300, log_output=False)
-    assert (scratch / "figures" / "tables" / "paper_boston.md").exists()
-    assert (scratch / "figures" / "paper_pareto.png").exists()
+    execute(NOTEBOOKS / "04_paper.ipynb", out, {"profile": "smoke"}, timeout=300, log_output=False)
+    assert (scratch / "figures" / "tables" / "paper_boston_smoke.md").exists()
+    assert (scratch / "figures" / "paper_pareto_smoke.png").exists()
 
 
 def test_parameters_are_read_from_the_parameters_cell():
@@ -91,7 +96,7 @@ def test_parameters_are_read_from_the_parameters_cell():
 
     assert {"seeds", "lambdas", "recompute", "results_dir"} <= notebook_parameters(
         NOTEBOOKS / "01_boston.ipynb")
-    assert notebook_parameters(NOTEBOOKS / "04_paper.ipynb") == {"results_dir"}
+    assert notebook_parameters(NOTEBOOKS / "04_paper.ipynb") == {"results_dir", "profile"}
 
 
 @pytest.mark.parametrize("name", ["01_boston", "02_mnist", "04_paper"])

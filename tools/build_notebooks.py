@@ -39,7 +39,8 @@ def experiment_notebook(name: str, dataset: str, title: str, intro: str, params:
         new_code_cell(
             "summary = report.summary_table(runs)\n"
             "table = report.format_table(summary)\n"
-            f"report.write_table(table, {dataset!r})\n"
+            f"name = report.profile_name({dataset!r}, profile)  # files {dataset}_*; {dataset}_<profile>_* for other profiles\n"
+            "report.write_table(table, name)\n"
             "print(table.to_markdown(index=False))", metadata=CHECK),
         new_markdown_cell("Published anchors (method.md), for orientation; they come from other "
                           "protocols and hardware."),
@@ -47,32 +48,32 @@ def experiment_notebook(name: str, dataset: str, title: str, intro: str, params:
         new_markdown_cell("## Figures\n\nAccuracy against size, with the Pareto front over lambda and "
                           "methods; structure weights over the search; collapse diagnostics; learned "
                           "precisions; derived architectures; time per method."),
-        new_code_cell(f"fig = report.plot_pareto(runs)\nreport.savefig(fig, '{dataset}_pareto')\nfig"),
+        new_code_cell("fig = report.plot_pareto(runs)\nreport.savefig(fig, name + '_pareto')\nfig"),
         new_code_cell(
             "selected = report.selected_runs(runs)\n"
             "searched = selected[selected['method'] == 'search']\n"
             "for suffix, part in report.by_space(searched).items():  # one figure per search space\n"
             "    fig = report.plot_structure_trajectories(report.read_per_label(part, report.read_trajectory))\n"
-            f"    report.savefig(fig, '{dataset}_structure_weights' + suffix)\n"
+            "    report.savefig(fig, name + '_structure_weights' + suffix)\n"
             "    display(fig)"),
         new_code_cell(
             "for suffix, part in report.by_space(searched).items():\n"
             "    histories = report.read_per_label(part, report.read_history)\n"
             "    fig = report.plot_collapse({k: h[h['phase'] == 'search'] for k, h in histories.items()})\n"
-            f"    report.savefig(fig, '{dataset}_collapse' + suffix)\n"
+            "    report.savefig(fig, name + '_collapse' + suffix)\n"
             "    display(fig)"),
         new_code_cell(
             "learned = searched[searched['learned_precision']]\n"
             "fig = report.plot_precisions(report.read_per_label(learned, report.read_precisions))\n"
-            f"report.savefig(fig, '{dataset}_precisions')\nfig"),
+            "report.savefig(fig, name + '_precisions')\nfig"),
         new_code_cell(
             "genotypes = report.read_per_label(selected[selected['method'].isin(['search', 'random'])],\n"
             "                                  report.read_genotype)\n"
             "for label, genotype in genotypes.items():\n"
             "    fig = report.plot_genotype(genotype, title=label)\n"
-            f"    report.savefig(fig, '{dataset}_architecture_' + report.slug(label))\n"
+            "    report.savefig(fig, name + '_architecture_' + report.slug(label))\n"
             "    display(fig)"),
-        new_code_cell(f"fig = report.plot_times(runs)\nreport.savefig(fig, '{dataset}_times')\nfig"),
+        new_code_cell("fig = report.plot_times(runs)\nreport.savefig(fig, name + '_times')\nfig"),
     ]
     if extra:
         cells.append(new_code_cell(extra))
@@ -111,21 +112,25 @@ def paper_notebook():
         new_markdown_cell("# The paper's tables and figures\n\nBuilt from the stored results of every "
                           "dataset (`results/`), without recomputing anything. Run `01_boston` and "
                           "`02_mnist` (and the CIFAR-10 runs on a GPU) first."),
-        new_code_cell("results_dir = None   # None: env RELNAS_RESULTS (and RELNAS_RESULTS_READ) or results/",
+        new_code_cell("results_dir = None   # None: env RELNAS_RESULTS (and RELNAS_RESULTS_READ) or results/\n"
+                      "profile = \"default\"   # the runs of another profile (\"paper\") are in <results>/<profile>/",
                       metadata=PARAMS),
-        new_code_cell("import pandas as pd\n\nfrom relnas import report\nfrom relnas.plans import load_runs\n\n"
-                      "runs = load_runs(results_dir=results_dir)\n"
+        new_code_cell("import pandas as pd\n\nfrom relnas import report\n"
+                      "from relnas.plans import load_runs, profile_results_dir\n\n"
+                      "runs = load_runs(results_dir=profile_results_dir(profile, results_dir))\n"
                       "print(runs.groupby('dataset').size().to_string())", metadata=CHECK),
         new_code_cell("summary = report.summary_table(runs)\n"
                       "for dataset, part in summary.groupby('dataset', sort=False):\n"
                       "    table = report.format_table(part)\n"
-                      "    report.write_table(table, f'paper_{dataset}')\n"
+                      "    report.write_table(table, report.profile_name(f'paper_{dataset}', profile))\n"
                       "    print(f'### {dataset}')\n"
                       "    print(table.to_markdown(index=False))\n"
                       "    print()", metadata=CHECK),
         new_code_cell("print(report.anchors().to_markdown(index=False))", metadata=CHECK),
-        new_code_cell("fig = report.plot_pareto(runs)\nreport.savefig(fig, 'paper_pareto')\nfig"),
-        new_code_cell("fig = report.plot_times(runs)\nreport.savefig(fig, 'paper_times')\nfig"),
+        new_code_cell("fig = report.plot_pareto(runs)\n"
+                      "report.savefig(fig, report.profile_name('paper_pareto', profile))\nfig"),
+        new_code_cell("fig = report.plot_times(runs)\n"
+                      "report.savefig(fig, report.profile_name('paper_times', profile))\nfig"),
     ]
     return new_notebook(cells=cells, metadata=KERNEL)
 
@@ -149,6 +154,8 @@ def main():
         "04_paper": paper_notebook(),
     }
     for name, nb in nbs.items():
+        for i, cell in enumerate(nb.cells):  # stable ids: a rebuild changes no unchanged cell
+            cell.id = f"cell-{i:02d}"
         nbformat.write(nb, ROOT / "notebooks" / f"{name}.ipynb")
 
 
