@@ -6,22 +6,23 @@
 # Here, once:  echo /.device-data/ >> .git/info/exclude
 #              mkdir -p .device-data && cp -r ../shared/data/MNIST .device-data/
 # Then:        device run, carry [".device-data"], command "bash benchmarks/gpu_check.sh",
-#              timeout_s about 540 (the GPU machine has torch 2.11 and no Jupyter: plain python).
+#              timeout_s 580 (the GPU machine has torch 2.11 and no Jupyter: plain python).
+# Budget: about 1 min for the step timings, 4-6 min for the plan's 9 cost classes (estimate).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 RELNAS_DATA=/tmp/relnas-data
 mkdir -p "$RELNAS_DATA" && cp -r .device-data/MNIST "$RELNAS_DATA/" || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" | tee -a "$OUT/gpu.txt"
+python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" | tee -a "$OUT/gpu.txt"
 
 # 1. the conv search step (DARTS supernet, 8 cells, C=16, CIFAR shapes), orders 1 and 2
-timeout 150 python benchmarks/search_step.py --device cuda --spaces conv --variants 0,1 \
+timeout 120 python3 benchmarks/search_step.py --device cuda --spaces conv --variants 0,1 \
     --repeats 5 --warmup 2 --layouts nchw,channels_last 2>&1 | tee "$OUT/search_step.md"
 
-# 2. the MNIST paper plan, one short real run per cost class, projected to the whole plan
-timeout 300 python benchmarks/plan_cost.py mnist --profile paper --device cuda --subset 4096 \
-    --out "$OUT/paper_cost.json" 2>&1 | tee "$OUT/paper_cost.md"
+# 2. the MNIST paper plan (the notebook's lambdas), one short real run per cost class, projected
+timeout 400 python3 benchmarks/plan_cost.py mnist --profile paper --device cuda --subset 2048 \
+    --set "lambdas=[0.1, 1.0]" --out "$OUT/paper_cost.json" 2>&1 | tee "$OUT/paper_cost.md"
 
 echo; echo "== summary"; cat "$OUT/gpu.txt"; tail -n 8 "$OUT/search_step.md"
 tail -n 20 "$OUT/paper_cost.md"

@@ -12,8 +12,10 @@ on ``--subset`` training images, one search epoch and one retrain epoch (``--sea
 ``--retrain-epochs`` to change), into a temporary results folder. The measured search and
 retrain seconds are scaled linearly to the plan: by the images each phase of the planned run
 loops over (search: ``search_subset`` or all training images; retraining: all) / the measured
-ones (validation passes scale with them too) and by planned / measured epochs. The first epoch carries one-off costs (CUDA context, cuDNN autotuning, allocator
-warm-up), so the projection errs high; a larger ``--subset`` makes it tighter.
+ones (validation passes scale with them too) and by planned / measured epochs. The first
+epoch carries one-off costs (CUDA context, cuDNN autotuning, allocator warm-up), so the
+projection errs high; a larger ``--subset`` makes it tighter. Checked against stored runs in
+BENCHMARKS.md.
 
 Prints a Markdown table (one row per class, then the total) and writes it as JSON to ``--out``.
 """
@@ -100,7 +102,7 @@ def main(argv=None) -> int:
     print(f"plan: {args.dataset}, profile {args.profile}, {len(configs)} runs in {len(classes)} "
           f"cost classes; measured on {args.subset} training images, {args.search_epochs} search "
           f"/ {args.retrain_epochs} retrain epoch(s), device {args.device}\n", flush=True)
-    print("| # | class | runs | measured search s | measured retrain s | per run min | all runs h |\n"
+    print("| # | class | runs | measured search s | measured retrain s | per run s | all runs h |\n"
           "|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for i, (key, members) in enumerate(classes.items()):
@@ -128,7 +130,8 @@ def main(argv=None) -> int:
                    "device": m["device"]}
             rows.append(row)
             print(f"| {i} | {row['class']} | {row['runs']} | {row['search_s']:.1f} | "
-                  f"{row['retrain_s']:.1f} | {60 * per_run:.1f} | {row['all_runs_h']:.2f} |", flush=True)
+                  f"{row['retrain_s']:.1f} | {3600 * per_run:.1f} | {row['all_runs_h']:.2f} |",
+                  flush=True)
             if cfg.method == "expert" and cfg.expert == PRUNED_EXPERT[cfg.dataset]:
                 # magnitude pruning of this expert, one run per seed, costs it and a fine-tune
                 runs = len({c.seed for c in members})
@@ -138,7 +141,7 @@ def main(argv=None) -> int:
                 total_h += prune["all_runs_h"]
                 rows.append(prune)
                 print(f"| {i}' | {prune['class']} | {runs} | (from {i}) | | "
-                      f"{60 * prune['per_run_h']:.1f} | {prune['all_runs_h']:.2f} |", flush=True)
+                      f"{3600 * prune['per_run_h']:.1f} | {prune['all_runs_h']:.2f} |", flush=True)
     device = rows[0]["device"] if rows else args.device
     print(f"\nprojected total: {total_h:.2f} h on {device} (runs one after another)")
     if args.out:

@@ -114,7 +114,8 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Every field (tuples as lists), except ``OPTIONAL_FIELDS`` at their default."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()
                 if not (k in OPTIONAL_FIELDS and v == _DEFAULTS[k])}
 
     def to_json(self) -> str:

@@ -49,10 +49,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                       retrain_lr=1e-3, random_samples=2, threads=1),
         # DARTS conv cell for a GPU (device="cuda"): the search on 10,000 training + the 10,000
         # validation images, the derived network retrained on all 50,000 training images.
-        # Sized without a GPU measurement (as of 2026-11-28; see BENCHMARKS.md): about 1-2 GPU
-        # hours per seed with lambdas [0.1] and fixed A, several times that with learned A
-        # (second order). `python benchmarks/plan_cost.py mnist --profile paper --device cuda`
-        # projects any plan from short real runs.
+        # Sized without a GPU measurement (2026-11-28, estimate in BENCHMARKS.md): about 2 GPU
+        # hours per seed with lambdas [0.1] and fixed A, 5-6 with the notebook's defaults (two
+        # lambdas, fixed and learned A: learned A is second order). `python
+        # benchmarks/plan_cost.py mnist --profile paper --device cuda` measures it.
         "paper": dict(space="conv", C=16, layers=5, batch_size=64, search_subset=10000,
                       epochs=10, retrain_epochs=20, retrain_batch=96, retrain_C=36,
                       retrain_layers=8, retrain_lr=0.025, cutout=0, drop_path=0.1,

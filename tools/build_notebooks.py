@@ -99,8 +99,8 @@ recompute = False                       # True: rerun every config even if it is
 MNIST_PARAMS = BOSTON_PARAMS.replace(
     "# Parameters (papermill): the default runs the full Boston protocol on 2 CPU cores.",
     "# Parameters (papermill): the default profile is the MLP DAG on a 3,000-image subset and a\n"
-    "# small conv cell on 1,000 images, few epochs (CPU); profile=\"paper\" is full data with the\n"
-    "# DARTS conv cell, for a GPU (device=\"cuda\").").replace(
+    "# small conv cell on 1,000 images, few epochs (CPU); profile=\"paper\" is the DARTS conv\n"
+    "# cell for a GPU (device=\"cuda\"; hours per seed, see the README).").replace(
     '"default" or "smoke"', '"default", "smoke" or "paper"').replace(
     "lambdas = [0.01, 0.1, 1.0]    ", "lambdas = [0.1, 1.0]          ").replace(
     "order = 1 ", "conv_cell = True                        # also the profile's small conv cell "
@@ -149,7 +149,9 @@ def main():
             "The same methods on MNIST: LeNet-300-100 and LeNet-5 as experts, the MLP DAG space in "
             "the default profile (a 3,000-image subset, few epochs, CPU) and beside it a small conv "
             "cell (1,000 images; DARTS 1st order and relnas at lambda 0.1, rows marked "
-            "\"(conv cell)\"), the DARTS conv cell in the `paper` profile (full data, GPU).",
+            "\"(conv cell)\"); the `paper` profile searches the DARTS conv cell on 10,000 images and "
+            "retrains on all 50,000 (GPU, `device=\"cuda\"`; its runs go to `results/paper/`, its "
+            "files are named `mnist_paper_*`).",
             MNIST_PARAMS, call_args=",\n                      conv_cell=conv_cell"),
         "04_paper": paper_notebook(),
     }
