@@ -207,3 +207,33 @@ def test_search_subset_limits_the_search_data_not_the_retraining(tmp_path, monke
     fitted.clear()
     run(dict(base, method="random", search_subset=100), results_dir=tmp_path)
     assert fitted == [("random0", 100), ("retrain", n_train)]
+
+
+def test_paper_profile_runs_every_method_end_to_end_at_toy_width(tmp_path, data_dir, monkeypatch):
+    """The MNIST paper profile as it is (5 search cells, 8 retrain cells on 28x28 with the
+    auxiliary head and drop-path, search_subset), only the widths, images and epochs cut: every
+    method's path of the GPU runs, on the CPU."""
+    from relnas.phases import Task
+    from relnas.plans import plan
+
+    monkeypatch.setenv("RELNAS_DATA", str(data_dir))
+    real_init = Task.__init__
+
+    def init_with_less_test(self, cfg, device):  # 10,000 test images take most of the time
+        real_init(self, cfg, device)
+        self.sets["test"] = tuple(t[:500] for t in self.sets["test"])
+
+    monkeypatch.setattr(Task, "__init__", init_with_less_test)
+    configs = plan("mnist", profile="paper", seeds=[0], lambdas=[0.1], relaxations=["gumbel"],
+                   learned_precision=[False], C=2, stem_multiplier=1, retrain_C=4, subset=64,
+                   search_subset=32, epochs=1, retrain_epochs=1, batch_size=32,
+                   retrain_batch=32, threads=1)
+    kinds = {(c.method, c.expert, c.order) for c in configs}
+    assert kinds == {("expert", "lenet300", 1), ("expert", "lenet5", 1), ("random", "mlp", 1),
+                     ("search", "mlp", 1), ("search", "mlp", 2)}
+    assert {(c.layers, c.retrain_layers, c.auxiliary_weight) for c in configs
+            if c.method != "expert"} == {(5, 8, 0.4)}
+    for cfg in configs:
+        metrics = run(cfg, results_dir=tmp_path)["metrics"]
+        assert metrics["status"] == "ok" and 0.0 <= metrics["test_metric"] <= 1.0
+        assert metrics["n_train"] == 64 and metrics["params"] > 0
