@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import yaml
 
+from relnas.store import REPO_ROOT
+
 
 def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
     """``key=value`` pairs; values parsed as YAML (``3`` -> int, ``[0, 1]`` -> list, ``x`` -> str)."""
@@ -42,8 +44,7 @@ def _load_yaml(path: str | None) -> dict[str, Any]:
     return data
 
 
-REPO = Path(__file__).resolve().parent.parent
-EXPERIMENT_NOTEBOOKS = [str(REPO / "notebooks" / n) for n in ("01_boston.ipynb", "02_mnist.ipynb")]
+EXPERIMENT_NOTEBOOKS = ("notebooks/01_boston.ipynb", "notebooks/02_mnist.ipynb")  # in the repo
 # notebook parameters that steer the execution, not which runs exist
 EXECUTION_PARAMETERS = ("progress", "workers", "recompute")
 
@@ -97,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rep.add_argument("--fresh", action="store_true",
                        help="recompute every run instead of reusing stored results")
     p_stale = sub.add_parser("stale", help="list (or delete) run folders no notebook produces")
-    p_stale.add_argument("notebooks", nargs="*", default=list(EXPERIMENT_NOTEBOOKS))
+    p_stale.add_argument("notebooks", nargs="*",
+                         default=[str(REPO_ROOT / nb) for nb in EXPERIMENT_NOTEBOOKS])
     p_stale.add_argument("--delete", action="store_true", help="remove the stale run folders")
     args = parser.parse_args(argv)
 

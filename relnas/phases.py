@@ -110,7 +110,6 @@ class Task:
             self.scale = std
         self.metric = "rmse" if self.kind == REGRESSION else "acc"
         self.loss_fn = loss_function(self.kind)
-
         self.search_subset = cfg.search_subset
 
     @property
