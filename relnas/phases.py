@@ -35,6 +35,8 @@ from relnas.train import (CLASSIFICATION, REGRESSION, epoch_generator, evaluate,
 def setup(cfg: Config) -> torch.device:
     """Seeds, threads and the determinism switch; returns the device. Call before building."""
     torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:  # cuBLAS is deterministic only with this workspace (read at its start)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = not cfg.deterministic
