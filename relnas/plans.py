@@ -381,11 +381,17 @@ def stale_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
     if not folder.is_dir():
         return []
     stale = []
-    for run_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in keep):
+    for run_dir in sorted(p for p in folder.iterdir() if _is_run_dir(p) and p.name not in keep):
         if not complete and _stored_method(run_dir) == "prune":
             continue
         stale.append(run_dir)
     return stale
+
+
+def _is_run_dir(path: Path) -> bool:
+    """A folder the store wrote: named by a config hash (anything else there is left alone)."""
+    return (path.is_dir() and len(path.name) == len(store.config_hash({}))
+            and all(c in "0123456789abcdef" for c in path.name))
 
 
 def _stored_method(run_dir: Path) -> str | None:

@@ -125,12 +125,14 @@ def test_stale_lists_and_deletes_runs_the_notebook_no_longer_makes(tmp_path, cap
     # a run of an earlier configuration in the same folder
     old = experiment.run(dict(dataset="boston", n_hidden=1, width=4, epochs=1, retrain_epochs=1,
                               batch_size=64, retrain_batch=64, threads=1), results_dir=results)
+    (results / "boston" / "my notes").mkdir()  # not a run folder: never listed or deleted
     assert cli.main(["stale", str(nb)]) == 0
     out = capsys.readouterr().out
     assert "1 stale run folder(s) of boston" in out and str(old["dir"]) in out
     assert all(Path(d).is_dir() for d in current["run_dir"])  # pruning included: not stale
     assert cli.main(["stale", str(nb), "--delete"]) == 0
     assert not Path(old["dir"]).exists() and all(Path(d).is_dir() for d in current["run_dir"])
+    assert (results / "boston" / "my notes").is_dir()
     capsys.readouterr()
     assert cli.main(["stale", str(nb)]) == 0
     assert "0 stale run folder(s)" in capsys.readouterr().out
