@@ -56,7 +56,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "paper": dict(space="conv", C=16, layers=5, batch_size=64, search_subset=10000,
                       epochs=10, retrain_epochs=20, retrain_batch=96, retrain_C=36,
                       retrain_layers=8, retrain_lr=0.025, cutout=0, drop_path=0.1,
-                      auxiliary_weight=0.4, random_samples=4, threads=4),
+                      auxiliary_weight=0.4, random_samples=4, threads=4, device="cuda"),
     },
 }
 # A second search space a profile also runs, beside its main one: a small DARTS-style conv cell

@@ -55,7 +55,7 @@ def test_every_profile_plans_valid_configs():
 
     for dataset, profiles in PROFILES.items():
         for profile in profiles:
-            configs = plan(dataset, profile=profile, seeds=[0], lambdas=[0.1])
+            configs = plan(dataset, profile=profile, seeds=[0], lambdas=[0.1], device="cpu")
             methods = {c.method for c in configs}
             assert methods == {"expert", "random", "search"}, (dataset, profile)
 
@@ -109,7 +109,7 @@ def test_mnist_default_plans_the_conv_cell_beside_the_mlp_dag():
     assert {c.subset for c in cell} == {1000} and {c.w_lr for c in cell} == {0.1}
     assert {c.subset for c in overridden if c.space == "mlp" and c.method != "expert"} == {500}
     # only the MNIST cell is labelled a conv cell: not the paper profile's DARTS cell, not CIFAR
-    paper = plan("mnist", profile="paper", seeds=[0], lambdas=[0.1])
+    paper = plan("mnist", profile="paper", seeds=[0], lambdas=[0.1], device="cpu")
     assert paper and not any(method_label(c).endswith("(conv cell)") for c in paper)
     assert method_label(paper[-1].replace(dataset="cifar10")) == method_label(paper[-1])
     # a main space made conv by an override runs no second conv space
@@ -227,7 +227,7 @@ def test_paper_profile_runs_every_method_end_to_end_at_toy_width(tmp_path, data_
     configs = plan("mnist", profile="paper", seeds=[0], lambdas=[0.1], relaxations=["gumbel"],
                    learned_precision=[False], C=2, stem_multiplier=1, retrain_C=4, subset=64,
                    search_subset=32, epochs=1, retrain_epochs=1, batch_size=32,
-                   retrain_batch=32, threads=1)
+                   retrain_batch=32, threads=1, device="cpu")
     kinds = {(c.method, c.expert, c.order) for c in configs}
     assert kinds == {("expert", "lenet300", 1), ("expert", "lenet5", 1), ("random", "mlp", 1),
                      ("search", "mlp", 1), ("search", "mlp", 2)}

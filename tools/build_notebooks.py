@@ -89,7 +89,7 @@ epochs = None                           # search epochs (None: profile default)
 retrain_epochs = None                   # retrain epochs (None: profile default)
 learned_A = [False, True]               # weight-prior precisions fixed and/or learned (order 2)
 order = 1                               # hypergradient order of relnas without learned A
-device = "cpu"                          # "cpu", "cuda" or "auto"
+device = None                           # "cpu", "cuda", "auto"; None: the profile's (cpu)
 results_dir = None                      # None: env RELNAS_RESULTS or results/
 progress = False                        # tqdm progress bars
 workers = 2                             # runs in parallel processes (2 cores, 1 thread each)
@@ -101,6 +101,7 @@ MNIST_PARAMS = BOSTON_PARAMS.replace(
     "# Parameters (papermill): the default profile is the MLP DAG on a 3,000-image subset and a\n"
     "# small conv cell on 1,000 images, few epochs (CPU); profile=\"paper\" is the DARTS conv\n"
     "# cell for a GPU (device=\"cuda\"; hours per seed, see the README).").replace(
+    "None: the profile's (cpu)", "None: cpu; paper: cuda").replace(
     '"default" or "smoke"', '"default", "smoke" or "paper"').replace(
     "lambdas = [0.01, 0.1, 1.0]    ", "lambdas = [0.1, 1.0]          ").replace(
     "order = 1 ", "conv_cell = True                        # also the profile's small conv cell "
