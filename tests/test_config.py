@@ -203,3 +203,11 @@ def test_json_round_trip():
         assert Config.from_dict(json.loads(cfg.to_json())) == cfg
         assert cfg.replace() == cfg
         assert hash(Config.from_dict(json.loads(cfg.to_json()))) == hash(cfg)
+
+
+def test_paper_profile_on_a_machine_without_gpu_is_refused_before_any_run(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the paper profile's device is valid here")
+    with pytest.raises(ConfigError, match="device='cuda': no CUDA GPU.*'cpu'"):
+        run_experiment("mnist", profile="paper", results_dir=tmp_path / "results")
+    assert not (tmp_path / "results").exists()
