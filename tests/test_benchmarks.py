@@ -1,0 +1,40 @@
+"""The benchmark scripts run (the device session has no time for a script that fails to start):
+each on the smallest real input, with its output checked."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _script(name: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "RELNAS_RESULTS_READ": "", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_plan_cost_projects_measured_classes(tmp_path):
+    out = tmp_path / "cost.json"
+    proc = _script("plan_cost.py", "boston", "--subset", "64", "--classes", "0,2",
+                   "--set", "seeds=[0, 1]", "lambdas=[0.1]", "--out", str(out), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    # class 0 (the expert), its pruning (derived from it) and class 2 (DARTS 1st order)
+    assert [r["class"] for r in rows] == ["mlp: expert mlp", "mlp: pruning of mlp",
+                                          "mlp: search softmax, order 1"]
+    assert [r["runs"] for r in rows] == [2, 2, 2]
+    assert rows[2]["search_s"] > 0 and all(r["per_run_h"] > 0 for r in rows)
+    assert rows[1]["per_run_h"] > rows[0]["per_run_h"]  # training plus fine-tuning
+    assert "projected total" in proc.stdout
+
+
+def test_search_step_prints_a_timing_row(tmp_path):
+    proc = _script("search_step.py", "--spaces", "boston", "--variants", "0,3", "--repeats", "1",
+                   "--warmup", "0", "--threads", "1", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| boston")]
+    assert len(rows) == 2 and all(float(r.split("|")[4]) > 0 for r in rows)
