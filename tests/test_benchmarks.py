@@ -38,3 +38,11 @@ def test_search_step_prints_a_timing_row(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| boston")]
     assert len(rows) == 2 and all(float(r.split("|")[4]) > 0 for r in rows)
+
+
+def test_gpu_check_script_parses_and_calls_existing_scripts():
+    script = REPO / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    for name in ("search_step.py", "plan_cost.py"):
+        assert f"benchmarks/{name}" in text and (REPO / "benchmarks" / name).is_file()
