@@ -112,13 +112,26 @@ def read_roots_from_env() -> list[Path]:
     return [Path(p) for p in env.split(os.pathsep) if p]
 
 
+def _below(path: Path, base: Path) -> Path:
+    """``path`` relative to ``base`` when inside it, else ``.``."""
+    try:
+        return path.resolve().relative_to(base.resolve())
+    except ValueError:
+        return Path(".")
+
+
 class ResultsStore:
     """Results keyed by experiment name and a hash of the full config."""
 
     def __init__(self, root: str | os.PathLike | None = None,
                  read_roots: Iterable[str | os.PathLike] | None = None):
         self.root = results_root(root)
-        extra = read_roots_from_env() if read_roots is None else [Path(p) for p in read_roots]
+        if read_roots is None:  # $RELNAS_RESULTS_READ mirrors the results root: a store in a
+            # subfolder of that root (a profile's, e.g. results/paper) reads the same subfolder
+            below = _below(self.root, results_root())
+            extra = [p / below for p in read_roots_from_env()]
+        else:
+            extra = [Path(p) for p in read_roots]
         self.read_roots = [p for p in extra if p.resolve() != self.root.resolve()]
 
     def run_dir(self, experiment: str, config: Mapping[str, Any]) -> Path:

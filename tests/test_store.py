@@ -114,3 +114,13 @@ def test_second_process_is_refused_then_waits(tmp_path):
         assert waited > 0.2
     finally:
         proc.join(10)
+
+
+def test_env_read_roots_mirror_a_subfolder_of_the_results_root(tmp_path, monkeypatch):
+    # a profile's store (results/paper) reads <read root>/paper, not the default runs beside it
+    monkeypatch.setenv("RELNAS_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("RELNAS_RESULTS_READ", str(tmp_path / "committed"))
+    assert ResultsStore().read_roots == [tmp_path / "committed"]
+    assert ResultsStore(tmp_path / "results" / "paper").read_roots == [
+        tmp_path / "committed" / "paper"]
+    assert ResultsStore(tmp_path / "elsewhere").read_roots == [tmp_path / "committed"]
