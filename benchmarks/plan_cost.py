@@ -73,6 +73,13 @@ def full_train_size(cfg) -> int:
     return len(splits.train[1])
 
 
+def _write(out: str | None, rows: list[dict], total_h: float) -> None:
+    if out:
+        device = rows[0]["device"] if rows else ""
+        Path(out).write_text(json.dumps({"argv": sys.argv[1:], "rows": rows, "total_h": total_h,
+                                         "device": device}, indent=2))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset")
@@ -129,6 +136,7 @@ def main(argv=None) -> int:
                    "per_run_h": per_run, "all_runs_h": per_run * len(members),
                    "device": m["device"]}
             rows.append(row)
+            _write(args.out, rows, total_h)  # after each class: a cut-off run keeps what it has
             print(f"| {i} | {row['class']} | {row['runs']} | {row['search_s']:.1f} | "
                   f"{row['retrain_s']:.1f} | {3600 * per_run:.1f} | {row['all_runs_h']:.2f} |",
                   flush=True)
@@ -140,13 +148,11 @@ def main(argv=None) -> int:
                          "all_runs_h": per_run * prune_factor(cfg) * runs}
                 total_h += prune["all_runs_h"]
                 rows.append(prune)
+                _write(args.out, rows, total_h)
                 print(f"| {i}' | {prune['class']} | {runs} | (from {i}) | | "
                       f"{3600 * prune['per_run_h']:.1f} | {prune['all_runs_h']:.2f} |", flush=True)
     device = rows[0]["device"] if rows else args.device
     print(f"\nprojected total: {total_h:.2f} h on {device} (runs one after another)")
-    if args.out:
-        Path(args.out).write_text(json.dumps({"argv": sys.argv[1:], "rows": rows,
-                                              "total_h": total_h, "device": device}, indent=2))
     return 0 if all(math.isfinite(r["per_run_h"]) for r in rows) else 1
 
 

@@ -429,6 +429,6 @@ def load_runs(dataset: str | None = None, results_dir: str | Path | None = None,
                 f"with another configuration, e.g. {first['label']!r} (lambda {first['lam']}, seed "
                 f"{first['seed']}) in {', '.join(dirs)}; their tables would average different "
                 "configurations. Keep one configuration per results folder (results_dir=... for a "
-                "variant), delete the older run folders (`python -m relnas stale --delete` lists "
-                "and removes those the notebooks no longer make), or pass allow_mixed=True")
+                "variant), delete the older run folders (for the notebooks' default-profile runs "
+                "`python -m relnas stale --delete` finds them), or pass allow_mixed=True")
     return runs
