@@ -54,6 +54,7 @@ def _stale(notebooks: Sequence[str], *, delete: bool) -> int:
 
     from relnas.notebooks import notebook_dataset, notebook_parameter_values
     from relnas.plans import stale_runs
+    from relnas.store import RunLockedError, run_lock
 
     total = 0
     for nb in notebooks:
@@ -70,7 +71,11 @@ def _stale(notebooks: Sequence[str], *, delete: bool) -> int:
         for folder in stale:
             print(f"  {folder}")
             if delete:
-                shutil.rmtree(folder)
+                try:
+                    with run_lock(folder):  # never a folder another process is computing into
+                        shutil.rmtree(folder)
+                except RunLockedError:
+                    print("    (kept: another process is computing into it)")
     if total and not delete:
         print("(pass --delete to remove them)")
     return 0

@@ -130,6 +130,10 @@ def test_stale_lists_and_deletes_runs_the_notebook_no_longer_makes(tmp_path, cap
     out = capsys.readouterr().out
     assert "1 stale run folder(s) of boston" in out and str(old["dir"]) in out
     assert all(Path(d).is_dir() for d in current["run_dir"])  # pruning included: not stale
+    from relnas.store import run_lock
+    with run_lock(old["dir"]):  # another process computing into it: kept
+        assert cli.main(["stale", str(nb), "--delete"]) == 0
+    assert Path(old["dir"]).is_dir() and "kept: another process" in capsys.readouterr().out
     assert cli.main(["stale", str(nb), "--delete"]) == 0
     assert not Path(old["dir"]).exists() and all(Path(d).is_dir() for d in current["run_dir"])
     assert (results / "boston" / "my notes").is_dir()
