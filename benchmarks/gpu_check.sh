@@ -12,7 +12,7 @@
 # A dry run of the mechanics on a CPU: DEVICE=cpu SUBSET=64 CLASSES=0 STEP_SPACES=cell bash ...
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-check}
-DEVICE=${DEVICE:-cuda} SUBSET=${SUBSET:-2048} CLASSES=${CLASSES:-} STEP_SPACES=${STEP_SPACES:-conv}
+DEVICE=${DEVICE:-cuda} SUBSET=${SUBSET:-1024} CLASSES=${CLASSES:-} STEP_SPACES=${STEP_SPACES:-conv}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 RELNAS_DATA=/tmp/relnas-data
 mkdir -p "$RELNAS_DATA" && cp -r .device-data/MNIST "$RELNAS_DATA/" || exit 1

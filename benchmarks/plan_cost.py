@@ -1,21 +1,21 @@
 """Project the wall time of a whole experiment plan from short real runs on this device.
 
-    python benchmarks/plan_cost.py mnist --profile paper --device cuda [--subset 2048]
+    python benchmarks/plan_cost.py mnist --profile paper --device cuda [--subset 1024]
         [--set key=value ...] [--out cost.json]
 
-Sizing a profile (the MNIST ``paper`` profile is many GPU-hours as configured) without running
-it: the plan is built exactly as ``python -m relnas experiment`` builds it (same ``--set``
-parameters, e.g. ``"lambdas=[0.1]" "learned_precision=[false]" epochs=10``); its configs are
-grouped into cost classes (method, expert, relaxation, order, learned A, space: seeds and
-lambdas cost the same), and one config per class runs for real through ``relnas.experiment``
-on ``--subset`` training images, one search epoch and one retrain epoch (``--search-epochs`` /
-``--retrain-epochs`` to change), into a temporary results folder. The measured search and
-retrain seconds are scaled linearly to the plan: by the images each phase of the planned run
-loops over (search: ``search_subset`` or all training images; retraining: all) / the measured
-ones (validation passes scale with them too) and by planned / measured epochs. The first
-epoch carries one-off costs (CUDA context, cuDNN autotuning, allocator warm-up), so the
-projection errs high; a larger ``--subset`` makes it tighter. Checked against stored runs in
-BENCHMARKS.md.
+Sizing a profile without running it: the plan is built exactly as ``python -m relnas
+experiment`` builds it (same ``--set`` parameters, e.g. ``"lambdas=[0.1]"
+"learned_precision=[false]" epochs=10``); its configs are grouped into cost classes (method,
+expert, relaxation, order, learned A, space: seeds and lambdas cost the same), and one config
+per class runs for real through ``relnas.experiment`` on ``--subset`` training (and validation)
+images for 2 search and 2 retrain epochs (``--search-epochs`` / ``--retrain-epochs``) into a
+temporary results folder. The per-epoch times of its history (``train_s``, ``eval_s``) are
+scaled apart to the planned run: the fastest epoch of each phase (the first carries one-off
+costs: CUDA context, kernel loading, allocator warm-up), its training loop by the planned /
+measured training images (search: ``search_subset`` or all; retraining: all), its validation
+pass by the planned / measured validation images, times the planned epochs; the BatchNorm
+recalibration after retraining scales with the training images. Checked against stored runs
+in BENCHMARKS.md.
 
 Prints a Markdown table (one row per class, then the total) and writes it as JSON to ``--out``.
 """
@@ -52,25 +52,45 @@ def class_label(key: tuple) -> str:
     return f"{space}: {what}"
 
 
-def epoch_factor(cfg, measured_epochs: int, part: str) -> float:
-    """Planned / measured epochs of one phase, with each method's own epoch rule."""
-    if part == "search":
-        if cfg.method == "random":  # each candidate trains epochs // random_samples epochs
-            return (cfg.random_samples * max(1, cfg.epochs // cfg.random_samples)) / (
-                cfg.random_samples * max(1, measured_epochs // cfg.random_samples))
-        return cfg.epochs / measured_epochs if cfg.method == "search" else 0.0
-    return cfg.retrain_epochs / measured_epochs
-
-
 def prune_factor(cfg) -> float:
     """Pruning trains the expert, then fine-tunes it a quarter as long: its cost / the expert's."""
     return (cfg.retrain_epochs + max(1, cfg.retrain_epochs // 4)) / cfg.retrain_epochs
 
 
-def full_train_size(cfg) -> int:
+def split_sizes(cfg) -> tuple[int, int]:
+    """(train, valid) images of ``cfg``'s data (its ``subset`` applied)."""
     splits = rdata.load(cfg.dataset, seed=cfg.seed, valid_fraction=cfg.valid_fraction or None,
                         subset=cfg.subset or None, device="cpu")
-    return len(splits.train[1])
+    return len(splits.train[1]), len(splits.valid[1])
+
+
+def epoch_seconds(rows: list[dict], phase: str, train_scale: float, eval_scale: float) -> float:
+    """One planned epoch of ``phase`` from the probe's epochs of it: the fastest (the first
+    carries one-off costs), its training loop and validation pass scaled apart."""
+    times = [(float(r["train_s"]), float(r["eval_s"])) for r in rows if r["phase"] == phase]
+    train_s, eval_s = min(times, key=sum)
+    return train_s * train_scale + eval_s * eval_scale
+
+
+def project(cfg, probe, result) -> float:
+    """Seconds of one planned run of ``cfg`` from the probe run ``result`` of ``probe``."""
+    m, history = result["metrics"], result["history"]
+    (n_train, n_valid), (p_train, p_valid) = split_sizes(cfg), split_sizes(probe)
+    n_search = min(cfg.search_subset or n_train, n_train)
+    search_scale = (n_search / p_train, min(cfg.search_subset or n_valid, n_valid) / p_valid)
+    seconds = 0.0
+    if cfg.method == "search":
+        seconds += cfg.epochs * epoch_seconds(history, "search", *search_scale)
+    elif cfg.method == "random":  # each candidate trains epochs // random_samples epochs
+        phases = {r["phase"] for r in history if r["phase"].startswith("random")}
+        per_epoch = min(epoch_seconds(history, ph, *search_scale) for ph in phases)
+        seconds += cfg.random_samples * max(1, cfg.epochs // cfg.random_samples) * per_epoch
+    retrain = [r for r in history if r["phase"] == "retrain"]
+    seconds += cfg.retrain_epochs * epoch_seconds(retrain, "retrain", n_train / p_train,
+                                                  n_valid / p_valid)
+    # after the epochs: the BatchNorm recalibration pass over the training images
+    epochs_s = sum(float(r["train_s"]) + float(r["eval_s"]) for r in retrain)
+    return seconds + max(0.0, m["retrain_time_s"] - epochs_s) * n_train / p_train
 
 
 def _write(out: str | None, rows: list[dict], total_h: float) -> None:
@@ -87,8 +107,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--subset", type=int, default=2048,
                         help="training (and validation) images of each measured run")
-    parser.add_argument("--search-epochs", type=int, default=1)
-    parser.add_argument("--retrain-epochs", type=int, default=1)
+    parser.add_argument("--search-epochs", type=int, default=2)
+    parser.add_argument("--retrain-epochs", type=int, default=2)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="plan parameters and config fields, as `python -m relnas experiment`")
     parser.add_argument("--classes", default="", help="comma list of class numbers to measure")
@@ -119,20 +139,14 @@ def main(argv=None) -> int:
             probe = cfg.replace(subset=args.subset, search_subset=0, epochs=args.search_epochs,
                                 retrain_epochs=args.retrain_epochs)
             start = time.perf_counter()
-            m = run(probe, results_dir=Path(tmp) / "results")["metrics"]
+            result = run(probe, results_dir=Path(tmp) / "results")
             wall = time.perf_counter() - start
-            n_full = full_train_size(cfg)
-            n_search = min(cfg.search_subset or n_full, n_full)
-            scale = n_full / m["n_train"]
-            per_run = (n_search / m["n_train"] * m["search_time_s"]
-                       * epoch_factor(cfg, probe.epochs, "search")
-                       + scale * m["retrain_time_s"]
-                       * epoch_factor(cfg, probe.retrain_epochs, "retrain")) / 3600
+            m = result["metrics"]
+            per_run = project(cfg, probe, result) / 3600
             total_h += per_run * len(members)
             row = {"class": class_label(key), "runs": len(members),
                    "search_s": m["search_time_s"], "retrain_s": m["retrain_time_s"],
-                   "wall_s": wall, "n_train": m["n_train"], "n_search": n_search,
-                   "n_retrain": n_full,
+                   "wall_s": wall, "n_train_probe": m["n_train"],
                    "per_run_h": per_run, "all_runs_h": per_run * len(members),
                    "device": m["device"]}
             rows.append(row)

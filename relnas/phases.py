@@ -254,12 +254,14 @@ def fit(model: nn.Module, cfg: Config, task: Task, run_dir: Path, tag: str, epoc
         stats = train_one_epoch(step, data, epoch=epoch + 1)  # 1-based, as in history.csv
         sched.step()
         model.eval()
+        trained = time.perf_counter()
         valid = task.evaluate(model, "valid")
-        phase.elapsed += time.perf_counter() - start
+        end = time.perf_counter()
+        phase.elapsed += end - start
         phase.epoch = epoch + 1
         phase.history.append({"phase": tag, "epoch": epoch + 1, "train_loss": stats["loss"],
                               "valid_loss": valid["loss"], f"valid_{task.metric}": valid[task.metric],
-                              "lr": sched.get_last_lr()[0]})
+                              "lr": sched.get_last_lr()[0], **_seconds(start, trained, end)})
         phase.save(modules, last=epoch + 1 == epochs)
     if cfg.precise_bn:  # deterministic given the weights, so a resumed run gets the same numbers
         start = time.perf_counter()
@@ -321,14 +323,17 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
                                 zip(train, valid), epoch=epoch + 1)
         sched.step()
         net.eval()
+        trained = time.perf_counter()
         with torch.no_grad():
             mean = {k: w.detach() for k, w in arch.mean().items()}
         evaluation = task.evaluate(lambda x: net(x, mean), "valid")
-        phase.elapsed += time.perf_counter() - start
+        end = time.perf_counter()
+        phase.elapsed += end - start
         phase.epoch = epoch + 1
         phase.history.append({"phase": "search", "epoch": epoch + 1, "tau": tau,
                               "lr": sched.get_last_lr()[0], **stats,
-                              "valid_loss": evaluation["loss"], **_collapse_row(arch)})
+                              "valid_loss": evaluation["loss"], **_collapse_row(arch),
+                              **_seconds(start, trained, end)})
         phase.extra["trajectory"].append(edge_weights(arch))
         phase.save(modules, last=epoch + 1 == cfg.epochs)
     with torch.no_grad():
@@ -340,6 +345,15 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
                                            "op_names": list(s.op_names)} for k, s in specs.items()},
                              "epochs": phase.extra["trajectory"]}}
     return genotype, extras, phase.history, phase.elapsed
+
+
+# Wall-clock columns of history.csv (the only ones that differ between identical runs)
+EPOCH_TIMES = ("train_s", "eval_s")
+
+
+def _seconds(start: float, trained: float, end: float) -> dict[str, float]:
+    """An epoch's training loop and its validation pass, in seconds (``EPOCH_TIMES``)."""
+    return dict(zip(EPOCH_TIMES, (trained - start, end - trained)))
 
 
 def _collapse_row(arch: Architecture) -> dict[str, float]:
