@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     parser.add_argument("dataset")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--subset", type=int, default=2048,
+    parser.add_argument("--subset", type=int, default=1024,
                         help="training (and validation) images of each measured run")
     parser.add_argument("--search-epochs", type=int, default=2)
     parser.add_argument("--retrain-epochs", type=int, default=2)
