@@ -7,7 +7,10 @@ Inner level (weights W, training split), per example (method.md 2, scaled by 1/n
 so a fixed ``A_g = wd * n_train`` is SGD weight decay ``wd``. Outer level (structure theta and,
 when learned, log A; validation split)::
 
-    Q(Gamma, A) = mean_batch NLL(W*(Gamma, A), Gamma) + lam * R(Gamma)
+    Q(Gamma, A) = mean_batch NLL(W*(Gamma, A), Gamma) + (lam / n_valid) R(Gamma)
+
+(the prior per validation sample, as the weight prior is per training sample, so that lam
+means the same on every dataset; method.md 3)
 
 First order: ``W* = W`` (xi = 0). Second order (DARTS, one unrolled step)::
 
@@ -136,6 +139,7 @@ class BilevelOptimizer:
     decay. ``order``: 1 or 2; ``hvp``, ``xi`` (None = current inner lr, DARTS) and ``fd_eps``
     (DARTS 0.01) act in the second order only. ``hard``: straight-through samples of Gamma.
     ``lam``: structural prior strength; with ``lam = 0`` R is never evaluated (nor reported).
+    ``n_valid``: size of the validation split; the prior enters Q as ``lam / n_valid * R``.
     """
 
     def __init__(self, net: nn.Module, arch: Architecture, prior: WeightPrior,
@@ -144,10 +148,13 @@ class BilevelOptimizer:
                  arch_lr: float = 3e-4, arch_betas: tuple[float, float] = (0.5, 0.999),
                  arch_weight_decay: float = 1e-3, prior_lr: float = 1e-2, lam: float = 0.0,
                  order: int = 1, hvp: str = "finite", xi: float | None = None,
-                 hard: bool = False, fd_eps: float = 0.01):
+                 hard: bool = False, fd_eps: float = 0.01, n_valid: int = 1):
         _check_options(net, arch, prior, n_train=n_train, lam=lam, order=order, hvp=hvp, xi=xi)
         self.net, self.arch, self.prior, self.loss_fn = net, arch, prior, loss_fn
+        if n_valid < 1:
+            raise ValueError(f"n_valid must be >= 1, got {n_valid}")
         self.n_train, self.w_grad_clip, self.lam = n_train, w_grad_clip, lam
+        self.n_valid = n_valid
         self.order, self.hvp, self.xi, self.hard, self.fd_eps = order, hvp, xi, hard, fd_eps
         # foreach: one multi-tensor kernel per update instead of a Python loop over tensors
         self.w_optimizer = torch.optim.SGD(net.parameters(), lr=w_lr, momentum=w_momentum,
@@ -200,7 +207,7 @@ class BilevelOptimizer:
         stats = {"loss_valid": float(nll.detach())}
         if self.lam != 0.0:  # lam = 0: R is never evaluated, so it cannot leak in (e.g. 0 * inf)
             reg = self.arch.regularizer(sample)
-            surrogate = surrogate + self.lam * reg
+            surrogate = surrogate + (self.lam / self.n_valid) * reg
             stats["reg"] = float(reg.detach())
         grads = _grads(surrogate, list(self.arch.parameters())) + d_log_a
         stats["hypergrad_norm"] = float(_norm(grads))

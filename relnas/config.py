@@ -66,9 +66,15 @@ class Config:
     relaxation: str = field(default="softmax", metadata=_choice(*RELAXATIONS))
     simplex: str = field(default="edge", metadata=_choice("edge", "vertex"))
     lam: float = field(default=0.0, metadata=_range(0.0))
-    beta0: float = field(default=0.5, metadata=_range(0.0, gt=True))  # Dirichlet prior; < 1 sparse
+    # Structural prior p (method.md 3): "logp" = -log p(gamma), the paper's product of
+    # probabilities; "kl" = KL(q || p). Size prior: p's parameters from each op's cost c in [0, 1]
+    # (parameters over the most on its edge): Concrete logits -prior_cost * c, Dirichlet
+    # concentrations beta0 + prior_cost * (1 - c); prior_cost = 0 is a symmetric prior (DrNAS:
+    # prior_form="kl", beta0=0.5). prior_cost 3 and beta0 1: the prototype of method.md 3.
+    prior_form: str = field(default="logp", metadata=_choice("logp", "kl"))
+    prior_cost: float = field(default=3.0, metadata=_range(0.0))
+    beta0: float = field(default=1.0, metadata=_range(0.0, gt=True))  # Dirichlet prior base
     concentration: str = field(default="softplus", metadata=_choice("softplus", "elu1"))
-    gumbel_prior: str = field(default="kl", metadata=_choice("kl", "logp"))
     tau_start: float = field(default=1.0, metadata=_range(0.0, gt=True))  # Gumbel temperature
     tau_end: float = field(default=0.1, metadata=_range(0.0, gt=True))
     tau_schedule: str = field(default="exp", metadata=_choice("exp", "linear", "constant"))

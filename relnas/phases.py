@@ -289,8 +289,10 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
            ) -> tuple[derive.Genotype, dict[str, Any], list[dict], float]:
     """The bilevel search (method.md 2-3); returns (genotype, extras, history, seconds)."""
     net = place(build_supernet(cfg, task), device)
-    options = {"dirichlet": {"beta0": cfg.beta0, "concentration": cfg.concentration},
-               "gumbel": {"prior": cfg.gumbel_prior}, "softmax": {}}[cfg.relaxation]
+    size_prior = {"prior": cfg.prior_form, "cost_strength": cfg.prior_cost}
+    options = {"dirichlet": {"beta0": cfg.beta0, "concentration": cfg.concentration,
+                             **size_prior},
+               "gumbel": size_prior, "softmax": {}}[cfg.relaxation]
     arch = Architecture(net.arch_spec(), relaxation=make_relaxation(cfg.relaxation, **options),
                         simplex=cfg.simplex,
                         generator=torch.Generator().manual_seed(cfg.seed)).to(device)
@@ -303,7 +305,7 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
         w_momentum=cfg.w_momentum, w_grad_clip=cfg.grad_clip, arch_lr=cfg.arch_lr,
         arch_betas=(cfg.arch_beta1, cfg.arch_beta2), arch_weight_decay=cfg.arch_weight_decay,
         prior_lr=cfg.precision_lr, lam=cfg.lam, order=cfg.order, hvp=cfg.hvp, xi=cfg.xi,
-        hard=cfg.hard, fd_eps=cfg.fd_eps)
+        hard=cfg.hard, fd_eps=cfg.fd_eps, n_valid=len(xv))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt.w_optimizer, T_max=cfg.epochs,
                                                        eta_min=cfg.w_lr_min)
     modules = {"net": net, "arch": arch, "prior": prior, "w_optimizer": opt.w_optimizer,

@@ -16,9 +16,16 @@ into one ``(G, K)`` parameter. A :class:`Relaxation` maps ``theta`` to weights o
 name        gamma                                   R(Gamma)
 ==========  ======================================  =========================================
 softmax     softmax(theta) (deterministic)          0, or the entropy of softmax(theta)
-gumbel      Concrete(theta, tau) sample             MC KL(q || p) or -log p(gamma), p = Concrete
-dirichlet   Dirichlet(beta) sample, beta(theta)     KL(Dir(beta) || Dir(beta0)), closed form
+gumbel      Concrete(theta, tau) sample             -log p(gamma) or MC KL(q || p), p = Concrete(phi)
+dirichlet   Dirichlet(beta) sample, beta(theta)     -log p(gamma) or KL(Dir(beta) || p), p = Dir(alpha)
 ==========  ======================================  =========================================
+
+The prior ``p`` is a *size prior* (method.md 3) when ``cost_strength`` s > 0: its parameters come
+from each (edge, op)'s cost ``c`` in [0, 1] (parameters over the most on the edge, see
+``ArchSpec.cost``), so that cheap ops get more prior mass: Concrete logits ``phi = -s c``,
+Dirichlet concentrations ``alpha = beta0 + s (1 - c)``. With ``s = 0`` the prior is symmetric
+over ops (DrNAS' ``Dir(beta0)``, a uniform Concrete) and only sharpens or flattens the structure.
+``prior="logp"`` is the paper's product of probabilities ``-log p(gamma)`` at the drawn gamma.
 
 The prior strength lambda is applied by the bilevel optimizer (``lam * R``), not here.
 """
@@ -60,8 +67,14 @@ class Relaxation:
         return F.one_hot(mean.argmax(-1), mean.shape[-1]).to(mean.dtype)
 
     def regularizer(self, theta: Tensor, latent: Tensor, *, temperature: float,
-                    entry_ops: Sequence[Sequence[str]]) -> Tensor:
+                    entry_ops: Sequence[Sequence[str]], entry_cost: Tensor | None = None) -> Tensor:
+        """``R`` summed over the groups of one bucket; ``entry_ops`` / ``entry_cost`` give each
+        entry's op name and cost in [0, 1], shape ``(G, K)`` like ``theta`` (None: all 0)."""
         return theta.new_zeros(())
+
+
+def _cost_like(theta: Tensor, entry_cost: Tensor | None) -> Tensor:
+    return theta.new_zeros(theta.shape) if entry_cost is None else entry_cost.to(theta)
 
 
 class Softmax(Relaxation):
@@ -86,7 +99,7 @@ class Softmax(Relaxation):
     def mean(self, theta):
         return torch.softmax(theta, -1)
 
-    def regularizer(self, theta, latent, *, temperature, entry_ops):
+    def regularizer(self, theta, latent, *, temperature, entry_ops, entry_cost=None):
         if self.kind == "none":
             return theta.new_zeros(())
         return -(torch.softmax(theta, -1) * torch.log_softmax(theta, -1)).sum()
@@ -101,19 +114,29 @@ class Gumbel(Relaxation):
     draw used in the forward pass, ``q = ExpConcrete(theta, tau)``, ``p = ExpConcrete(phi, tau)``
     (KL is invariant to the log map, so it is computed in log space for stability).
     ``prior="logp"``: ``R = -log p(gamma)``, the Concrete density on the simplex,
-    ``log p(gamma) = log p_Y(y) - sum_k y_k``. Prior logits ``phi`` per op name
-    (``prior_logits``; None or a missing op = 0, i.e. uniform).
+    ``log p(gamma) = log p_Y(y) - sum_k y_k``. Prior logits ``phi = prior_logits[op] - s c``:
+    ``prior_logits`` per op name (None or a missing op = 0) and the size term of
+    ``cost_strength`` s times the entry's cost ``c``.
     """
 
     name = "gumbel"
     stochastic = True
     has_regularizer = True
 
-    def __init__(self, prior: str = "kl", prior_logits: Mapping[str, float] | None = None):
+    def __init__(self, prior: str = "kl", prior_logits: Mapping[str, float] | None = None,
+                 cost_strength: float = 0.0):
         if prior not in ("kl", "logp"):
             raise ValueError(f"prior must be 'kl' or 'logp', got {prior!r}")
-        self.prior = prior
+        if cost_strength < 0:
+            raise ValueError(f"cost_strength must be >= 0, got {cost_strength}")
+        self.prior, self.cost_strength = prior, cost_strength
         self.prior_logits = dict(prior_logits or {})
+
+    def prior_params(self, entry_ops: Sequence[Sequence[str]], entry_cost: Tensor) -> Tensor:
+        """The prior's logits ``phi``, shape ``(G, K)``."""
+        phi = entry_cost.new_tensor([[self.prior_logits.get(op, 0.0) for op in row]
+                                     for row in entry_ops])
+        return phi - self.cost_strength * entry_cost
 
     # Written out rather than through torch.distributions.ExpRelaxedCategorical (the same draws
     # from the same RNG, the same density; tests compare both): the distribution objects cost
@@ -138,9 +161,8 @@ class Gumbel(Relaxation):
     def mean(self, theta):
         return torch.softmax(theta, -1)
 
-    def regularizer(self, theta, latent, *, temperature, entry_ops):
-        phi = theta.new_tensor([[self.prior_logits.get(op, 0.0) for op in row]
-                                for row in entry_ops])
+    def regularizer(self, theta, latent, *, temperature, entry_ops, entry_cost=None):
+        phi = self.prior_params(entry_ops, _cost_like(theta, entry_cost))
         log_p = self.log_density(phi.expand_as(theta), latent, temperature)
         if self.prior == "kl":
             return (self.log_density(theta, latent, temperature) - log_p).sum()
@@ -152,22 +174,32 @@ class Dirichlet(Relaxation):
 
     ``beta = softplus(theta) + eps`` (``concentration="softplus"``) or ``elu(theta) + 1 + eps``
     (``"elu1"``, DrNAS); ``mean = beta / sum_k beta_k``; ``temperature`` is not used.
-    ``R = sum_g KL(Dir(beta_g) || Dir(beta0 1))``; ``beta0 < 1`` favours sparse (relevant)
-    structure.
+    Prior ``Dir(alpha)``, ``alpha = beta0 + s (1 - c)`` per entry (``cost_strength`` s, cost c);
+    ``prior="kl"``: ``R = sum_g KL(Dir(beta_g) || Dir(alpha_g))`` in closed form (DrNAS with
+    s = 0; ``beta0 < 1`` favours sparse structure); ``"logp"``: ``R = -log Dir(gamma; alpha)``.
     """
 
     name = "dirichlet"
     stochastic = True
     has_regularizer = True
 
-    # beta0 = 0.5: default of relnas.config (method.md 3: beta0 < 1 pushes towards sparsity);
     # eps = 1e-4 keeps beta > 0 where softplus / elu underflow (our choice, no published value).
-    def __init__(self, beta0: float = 0.5, concentration: str = "softplus", eps: float = 1e-4):
+    def __init__(self, beta0: float = 0.5, concentration: str = "softplus", eps: float = 1e-4,
+                 prior: str = "kl", cost_strength: float = 0.0):
         if concentration not in ("softplus", "elu1"):
             raise ValueError(f"concentration must be 'softplus' or 'elu1', got {concentration!r}")
         if beta0 <= 0:
             raise ValueError(f"beta0 must be > 0, got {beta0}")
+        if prior not in ("kl", "logp"):
+            raise ValueError(f"prior must be 'kl' or 'logp', got {prior!r}")
+        if cost_strength < 0:
+            raise ValueError(f"cost_strength must be >= 0, got {cost_strength}")
         self.beta0, self.concentration, self.eps = beta0, concentration, eps
+        self.prior, self.cost_strength = prior, cost_strength
+
+    def prior_params(self, entry_ops: Sequence[Sequence[str]], entry_cost: Tensor) -> Tensor:
+        """The prior's concentrations ``alpha``, shape ``(G, K)``."""
+        return self.beta0 + self.cost_strength * (1.0 - entry_cost)
 
     def beta(self, theta: Tensor) -> Tensor:
         if self.concentration == "softplus":
@@ -182,10 +214,14 @@ class Dirichlet(Relaxation):
         beta = self.beta(theta)
         return beta / beta.sum(-1, keepdim=True)
 
-    def regularizer(self, theta, latent, *, temperature, entry_ops):
-        beta = self.beta(theta)
-        q = DirichletDist(beta, validate_args=False)
-        p = DirichletDist(torch.full_like(beta, self.beta0), validate_args=False)
+    def regularizer(self, theta, latent, *, temperature, entry_ops, entry_cost=None):
+        alpha = self.prior_params(entry_ops, _cost_like(theta, entry_cost))
+        p = DirichletDist(alpha.expand_as(theta), validate_args=False)
+        if self.prior == "logp":
+            # clamp: an rsample can round a coordinate to 0 in float32 (log 0 = -inf)
+            tiny = torch.finfo(latent.dtype).tiny
+            return -p.log_prob(latent.clamp_min(tiny)).sum()
+        q = DirichletDist(self.beta(theta), validate_args=False)
         return kl_divergence(q, p).sum()
 
 
@@ -285,6 +321,10 @@ class Architecture(nn.Module):
                 self.theta[key] = nn.Parameter(
                     init_scale * torch.randn(len(groups), size, generator=generator))
                 ops = tuple(tuple(spec.op_names[k] for _, k in g) for g in groups)
+                # cost in [0, 1] of every entry (G, K), for the size prior (relnas.space)
+                cost = spec.cost().flatten()[index].float() if hasattr(spec, "cost") \
+                    else torch.zeros(index.shape)
+                self.register_buffer(f"cost_{key}", cost, persistent=False)
                 self._buckets.append(_Bucket(kind, key, ops))
         if not self._buckets:
             raise ValueError("the arch spec allows no (edge, op) pair at all")
@@ -331,10 +371,10 @@ class Architecture(nn.Module):
         elif temperature is not None and temperature != sample.temperature:
             raise ValueError(f"temperature={temperature} differs from the sample's "
                              f"{sample.temperature}; pass one of them")
-        return sum(self.relaxation.regularizer(self.theta[b.key], sample.latent[b.key],
-                                               temperature=sample.temperature,
-                                               entry_ops=b.entry_ops)
-                   for b in self._buckets)
+        return sum(self.relaxation.regularizer(
+            self.theta[b.key], sample.latent[b.key], temperature=sample.temperature,
+            entry_ops=b.entry_ops, entry_cost=getattr(self, f"cost_{b.key}"))
+            for b in self._buckets)
 
     def entropy(self) -> dict[str, Tensor]:
         """``sum_g H(mean_g)`` in nats per kind, and ``"total"`` over kinds."""

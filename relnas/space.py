@@ -33,13 +33,16 @@ class ArchSpec:
 
     ``edges[e] = (src, dst)`` in edge order (the row order of the weight tensor);
     ``mask[e][k]`` is False where op ``k`` is not allowed on edge ``e``;
-    ``param_free[k]`` tells whether op ``k`` is parameter-free.
+    ``param_free[k]`` tells whether op ``k`` is parameter-free;
+    ``op_params[e][k]`` is the parameter count of op ``k`` on edge ``e`` (0 where masked; empty
+    when unknown, then ``cost`` falls back to ``param_free``).
     """
 
     op_names: tuple[str, ...]
     edges: tuple[Edge, ...]
     mask: tuple[tuple[bool, ...], ...]
     param_free: tuple[bool, ...]
+    op_params: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self):
         if len(self.mask) != len(self.edges) or any(len(r) != len(self.op_names) for r in self.mask):
@@ -48,6 +51,22 @@ class ArchSpec:
             raise ValueError("param_free must have one flag per op")
         if any(src >= dst for src, dst in self.edges):
             raise ValueError("edges must go from a lower to a higher vertex")
+        if self.op_params and (len(self.op_params) != len(self.edges)
+                               or any(len(r) != len(self.op_names) for r in self.op_params)):
+            raise ValueError("op_params must have shape (n_edges, n_ops)")
+
+    def cost(self) -> torch.Tensor:
+        """``(n_edges, n_ops)`` cost of each (edge, op) in [0, 1]: its parameter count over the
+        largest count among the ops allowed on the same edge (method.md 3: cost normalized per
+        edge). Parameter-free ops cost 0; masked entries 0. Without ``op_params``: 0 for
+        parameter-free ops, 1 for the others."""
+        mask = self.mask_tensor(torch.float64)
+        if self.op_params:
+            params = torch.tensor(self.op_params, dtype=torch.float64) * mask
+        else:
+            params = (1.0 - torch.tensor(self.param_free, dtype=torch.float64)) * mask
+        top = params.amax(dim=1, keepdim=True)
+        return torch.where(top > 0, params / top.clamp_min(1.0e-12), torch.zeros_like(params))
 
     @property
     def n_edges(self) -> int:
@@ -131,6 +150,12 @@ def _edge_groups(prefix: str, edge_tag: str, edges: Sequence[MixedEdge]) -> dict
     return groups
 
 
+def _op_params(built: Mapping[str, nn.Module], op_names: Sequence[str]) -> tuple[int, ...]:
+    """Parameter count of each op of one edge (0 for an op not built there)."""
+    return tuple(sum(p.numel() for p in built[n].parameters()) if n in built else 0
+                 for n in op_names)
+
+
 def _module_group(module: nn.Module, prefix: str) -> list[str]:
     return [f"{prefix}.{p}" for p, _ in module.named_parameters()]
 
@@ -154,7 +179,7 @@ class MLPSupernet(nn.Module):
         self.op_names = ops.check_op_names(ops.MLP_OPS, op_names)
         self.edge_list = tuple((j, i) for i in range(1, n_hidden + 1) for j in range(i))
         self.edges = nn.ModuleList()
-        mask = []
+        mask, op_params = [], []
         for src, _ in self.edge_list:
             d_in = in_dim if src == 0 else width
             allowed = [not ops.MLP_OPS[n].same_dim or d_in == width for n in self.op_names]
@@ -164,8 +189,10 @@ class MLPSupernet(nn.Module):
             built = {n: ops.build_mlp_op(n, d_in, width)
                      for n, ok in zip(self.op_names, allowed) if ok}
             self.edges.append(MixedEdge(built, self.op_names))
+            op_params.append(_op_params(built, self.op_names))
         self._spec = ArchSpec(self.op_names, self.edge_list, tuple(mask),
-                              tuple(ops.MLP_OPS[n].param_free for n in self.op_names))
+                              tuple(ops.MLP_OPS[n].param_free for n in self.op_names),
+                              tuple(op_params))
         self.head = nn.Linear(width, out_dim)
 
     def arch_spec(self) -> dict[str, ArchSpec]:
@@ -271,10 +298,18 @@ class ConvSupernet(nn.Module):
         edges = cell_edges(n_nodes)
         mask = tuple((True,) * len(self.op_names) for _ in edges)
         param_free = tuple(ops.CONV_OPS[n].param_free for n in self.op_names)
-        self._spec = ArchSpec(self.op_names, edges, mask, param_free)
+        # Op costs per kind from the kind's first cell (a reduction cell's skip_connect on an
+        # input edge is a FactorizedReduce with weights); relative costs are the same in the
+        # later cells of a kind, whose channel counts differ.
+        self._specs = {}
+        for kind, reduction in (("normal", False), ("reduce", True)):
+            cell = next((c for c in self.cells if c.reduction == reduction), None)
+            op_params = tuple(_op_params(edge.ops, self.op_names) for edge in cell.edges) \
+                if cell is not None else ()
+            self._specs[kind] = ArchSpec(self.op_names, edges, mask, param_free, op_params)
 
     def arch_spec(self) -> dict[str, ArchSpec]:
-        return {"normal": self._spec, "reduce": self._spec}
+        return dict(self._specs)
 
     def weight_groups(self) -> dict[str, list[str]]:
         groups = {"stem": _module_group(self.stem, "stem")}

@@ -225,6 +225,14 @@ def test_lambda_zero_never_touches_the_regularizer(relaxation, monkeypatch):
     assert "reg" in stats and not torch.equal(plain, with_prior)
 
 
+@pytest.mark.parametrize("relaxation", ["gumbel", "dirichlet"])
+def test_the_prior_counts_per_validation_sample(relaxation):
+    options = {"prior": "logp", "cost_strength": 3.0}
+    a, _ = params_after(build(relaxation, options, lam=1.0, n_valid=4))
+    b, _ = params_after(build(relaxation, options, lam=0.25, n_valid=1))
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
 def test_lambda_needs_a_relaxation_with_a_prior():
     with pytest.raises(ValueError, match="no effect"):
         build("softmax", lam=0.1)
@@ -251,6 +259,13 @@ FLAGS = [
     ({"relaxation": "gumbel", "lam": 0.5},
      {"relaxation": "gumbel", "lam": 0.5, "options": {"prior": "logp"}}),
     ({"relaxation": "gumbel", "lam": 0.5}, {"relaxation": "gumbel", "lam": 1.0}),
+    ({"relaxation": "gumbel", "lam": 0.5},
+     {"relaxation": "gumbel", "lam": 0.5, "options": {"cost_strength": 3.0}}),
+    ({"relaxation": "dirichlet", "lam": 0.5},
+     {"relaxation": "dirichlet", "lam": 0.5, "options": {"cost_strength": 3.0}}),
+    ({"relaxation": "dirichlet", "lam": 0.5},
+     {"relaxation": "dirichlet", "lam": 0.5, "options": {"prior": "logp"}}),
+    ({"relaxation": "gumbel", "lam": 0.5}, {"relaxation": "gumbel", "lam": 0.5, "n_valid": 4}),
     ({}, {"n_train": 64}),
     ({}, {"precision": 20.0}),
     ({}, {"w_lr": 0.05}),

@@ -272,3 +272,83 @@ def test_works_with_the_real_arch_spec():
     spec = space.ArchSpec(OPS, EDGES, MASK, (True, True, False, False))
     arch = Architecture({"dag": spec}, relaxation="dirichlet", simplex="vertex")
     assert arch.sample()["dag"].shape == (5, 4)
+
+
+# --- the size prior (method.md 3) --------------------------------------------------------------
+# Two ops per cost level on every edge so that the cheap mass is not one op's: zero and identity
+# are parameter-free, "small" has 10 parameters, "big" 100 (per-edge cost 0, 0, 0.1, 1).
+SIZE_OPS = ("zero", "identity", "small", "big")
+SIZE_SPEC = Spec(SIZE_OPS, tuple((0, i) for i in range(1, 13)), ((True,) * 4,) * 12,
+                 (True, True, False, False), ((0, 0, 10, 100),) * 12)
+
+
+def test_cost_is_parameters_over_the_most_on_the_edge():
+    cost = SIZE_SPEC.cost()
+    torch.testing.assert_close(cost[0], torch.tensor([0.0, 0.0, 0.1, 1.0], dtype=cost.dtype))
+    # without parameter counts: parameter-free ops 0, the others 1; masked entries 0
+    torch.testing.assert_close(SPECS["dag"].cost()[4], torch.tensor([0.0, 0.0, 1.0, 1.0],
+                                                                   dtype=cost.dtype))
+
+
+def test_size_prior_parameters_favour_cheap_ops():
+    cost = SIZE_SPEC.cost()[:1]
+    phi = Gumbel(prior="logp", cost_strength=3.0).prior_params([SIZE_OPS], cost)
+    alpha = Dirichlet(beta0=1.0, prior="logp", cost_strength=3.0).prior_params([SIZE_OPS], cost)
+    for p in (phi, alpha):
+        assert p[0, 0] == p[0, 1] > p[0, 2] > p[0, 3]
+    assert alpha[0, 3] == pytest.approx(1.0) and phi[0, 0] == 0.0
+
+
+@pytest.mark.parametrize("name,options", [("gumbel", {"prior": "logp"}),
+                                          ("dirichlet", {"prior": "logp", "beta0": 1.0})])
+def test_size_prior_logp_is_the_density_of_torch_distributions(name, options):
+    from torch.distributions import Dirichlet as Dir
+    from torch.distributions.relaxed_categorical import RelaxedOneHotCategorical
+    relaxation = make_relaxation(name, cost_strength=2.0, **options)
+    cost = SIZE_SPEC.cost()[:3]
+    theta = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    gamma, latent = relaxation.sample(theta, 0.6)
+    got = relaxation.regularizer(theta, latent, temperature=0.6, entry_ops=[SIZE_OPS] * 3,
+                                 entry_cost=cost)
+    params = relaxation.prior_params([SIZE_OPS] * 3, cost)
+    p = RelaxedOneHotCategorical(torch.tensor(0.6, dtype=torch.float64), logits=params) \
+        if name == "gumbel" else Dir(params)
+    torch.testing.assert_close(got, -p.log_prob(gamma).sum())
+
+
+def prior_only(name, lam, steps=150, cost_strength=3.0, seed=0, **options):
+    """Optimize ``lam * R`` alone (no data term) by SGD; returns the mean structure weights."""
+    arch = Architecture({"dag": SIZE_SPEC}, simplex="edge", init_scale=1e-3,
+                        relaxation=make_relaxation(name, cost_strength=cost_strength, **options),
+                        generator=torch.Generator().manual_seed(seed)).double()
+    opt = torch.optim.SGD(arch.parameters(), lr=0.05)
+    torch.manual_seed(seed)
+    for _ in range(steps):
+        opt.zero_grad()
+        if lam:
+            (lam * arch.regularizer(temperature=1.0)).backward()
+            opt.step()
+    return arch.mean()["dag"].detach()
+
+
+SIZE_PRIORS = [("gumbel", {"prior": "logp"}), ("dirichlet", {"prior": "logp", "beta0": 1.0}),
+               ("dirichlet", {"prior": "kl", "beta0": 1.0})]
+
+
+@pytest.mark.parametrize("name,options", SIZE_PRIORS)
+def test_raising_lambda_moves_mass_to_cheaper_ops(name, options):
+    cheap = [prior_only(name, lam, **options)[:, :2].sum(1).mean().item()
+             for lam in (0.0, 0.01, 0.1, 1.0)]
+    assert cheap[0] == pytest.approx(0.5, abs=1e-2)        # lam = 0: nothing moves
+    assert all(a < b for a, b in zip(cheap, cheap[1:])), cheap
+    assert cheap[-1] > 0.6
+    # the most expensive op loses its mass, and the expected cost under the mean falls
+    mean = prior_only(name, 1.0, **options)
+    assert mean[:, 3].mean() < 0.1
+    assert (mean * SIZE_SPEC.cost()).sum(1).mean() < 0.5 * (0.1 + 1.0) / 4
+
+
+@pytest.mark.parametrize("name,options", SIZE_PRIORS)
+def test_symmetric_prior_does_not_prefer_cheap_ops(name, options):
+    mean = prior_only(name, 1.0, cost_strength=0.0, **options)
+    assert mean[:, :2].sum(1).mean().item() < 0.55  # size prior: > 0.6 (test above)
