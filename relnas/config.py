@@ -97,7 +97,11 @@ class Config:
     learned_precision: bool = False                               # learn A on the outer level
     precision_lr: float = field(default=1e-2, metadata=_range(0.0, gt=True))
     # --- discretization ---
-    top_k: int = field(default=0, metadata=_range(0))             # 0 = space default (conv: 2)
+    # edge simplex: edges kept per vertex (0 = space default: mlp all that beat zero, conv 2);
+    # vertex simplex: (edge, op) pairs kept per vertex (0 = 1), or keep_mass > 0: every pair with
+    # at least that mass (method.md 1)
+    top_k: int = field(default=0, metadata=_range(0))
+    keep_mass: float = field(default=0.0, metadata=_range(0.0, hi=1.0))
     prune_threshold: float = field(default=0.0, metadata=_range(0.0, hi=1.0))
     param_budget: int = field(default=0, metadata=_range(0))      # 0 = no budget
     random_samples: int = field(default=8, metadata=_range(1))    # random search: architectures
@@ -220,7 +224,10 @@ def _check_cross(cfg: Config) -> None:
     if cfg.ops and all(op in ("zero", "none") for op in cfg.ops):
         raise ConfigError("ops must contain at least one op besides zero/none")
     max_k = min(2, cfg.n_nodes + 1) if cfg.space == "conv" else cfg.n_hidden
-    if cfg.top_k > max_k:
+    if cfg.keep_mass > 0 and cfg.simplex != "vertex":
+        raise ConfigError(f"keep_mass={cfg.keep_mass} is a per-vertex rule; it needs "
+                          "simplex='vertex'")
+    if cfg.top_k > max_k and cfg.simplex == "edge":
         raise ConfigError(f"top_k={cfg.top_k} is larger than the in-degree of a vertex in this "
                           f"space ({max_k}); use 0 (space default) to {max_k}")
     if cfg.learned_precision and cfg.order != 2:

@@ -2,6 +2,9 @@
 
 With structure weights ``gamma`` (``weights[kind]``, shape ``(n_edges, n_ops)``, see ``space``):
 
+- ``derive_vertex`` (``simplex="vertex"``, method.md 1): each vertex keeps its ``top_k``
+  highest-mass (edge, op) pairs (default 1), or every pair with mass >= ``threshold`` (at least
+  one), the zero op never; the prior shaped exactly this choice.
 - ``derive``: on each edge keep ``argmax_k gamma[i,j,k]`` over the allowed non-zero ops. Conv cells
   (``top_k=2``) then keep the ``k`` incoming edges of each vertex with the largest such weight
   (DARTS). The MLP DAG (``top_k=None``) keeps an edge only where that op beats the zero op, i.e.
@@ -49,6 +52,7 @@ class Genotype:
     n_hidden: int = 0
     n_nodes: int = 0
     concat: tuple[int, ...] = ()
+    rule: str = ""  # the discretization rule that chose the edges (``rule_name``); "" = unknown
 
     def __post_init__(self):
         if self.space not in ("mlp", "conv"):
@@ -133,6 +137,35 @@ def derive(specs: Mapping[str, ArchSpec], weights: Mapping[str, torch.Tensor],
     return out
 
 
+def derive_vertex(specs: Mapping[str, ArchSpec], weights: Mapping[str, torch.Tensor],
+                  top_k: int = 1, threshold: float | None = None
+                  ) -> dict[str, tuple[KeptEdge, ...]]:
+    """Per vertex, the ``top_k`` non-zero (edge, op) pairs of largest mass, or those with mass
+    >= ``threshold`` (at least the best one); ties go to the lower edge, then the lower op."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    out = {}
+    for kind, spec in specs.items():
+        w = weights[kind].detach().to("cpu", torch.float64)
+        kept = []
+        for v in spec.dst_vertices:
+            pairs = sorted(((-w[e, k].item(), e, k) for e in spec.incoming(v)
+                            for k in range(spec.n_ops)
+                            if spec.mask[e][k] and k != spec.zero_index), )
+            chosen = pairs[:top_k] if threshold is None else \
+                [p for p in pairs if -p[0] >= threshold] or pairs[:1]
+            kept += [(spec.op_names[k], *spec.edges[e]) for _, e, k in chosen]
+        out[kind] = tuple(kept)
+    return out
+
+
+def rule_name(simplex: str, top_k: int | None, threshold: float | None = None) -> str:
+    """The name a genotype records for its discretization rule."""
+    if simplex == "vertex":
+        return f"vertex-mass>={threshold:g}" if threshold else f"vertex-top{top_k or 1}"
+    return f"edge-argmax-top{top_k}" if top_k else "edge-argmax"
+
+
 def _io_vertices(genotype: Genotype) -> tuple[set[int], set[int]]:
     if genotype.space == "mlp":
         return {0}, {genotype.n_hidden}
@@ -158,16 +191,23 @@ def connected(genotype: Genotype) -> Genotype:
 
 
 def genotype_from_supernet(net: MLPSupernet | ConvSupernet, weights: Mapping[str, torch.Tensor],
-                           top_k: int | None | str = "auto") -> Genotype:
-    """Derive and wrap into a connected ``Genotype``; ``top_k="auto"``: None (mlp), 2 (conv)."""
+                           top_k: int | None | str = "auto", simplex: str = "edge",
+                           threshold: float | None = None) -> Genotype:
+    """Derive and wrap into a connected ``Genotype``; ``top_k="auto"``: None (mlp), 2 (conv)
+    with ``simplex="edge"``, 1 pair per vertex with ``simplex="vertex"`` (``derive_vertex``)."""
     if top_k == "auto":
-        top_k = None if net.space == "mlp" else 2
-    edges = derive(net.arch_spec(), weights, top_k)
+        top_k = None if net.space == "mlp" or simplex == "vertex" else 2
+    if simplex == "vertex":
+        edges = derive_vertex(net.arch_spec(), weights, top_k or 1, threshold)
+    else:
+        edges = derive(net.arch_spec(), weights, top_k)
+    rule = rule_name(simplex, top_k, threshold)
     if net.space == "mlp":
-        g = Genotype("mlp", (), net.in_dim, net.out_dim, width=net.width, n_hidden=net.n_hidden)
+        g = Genotype("mlp", (), net.in_dim, net.out_dim, width=net.width, n_hidden=net.n_hidden,
+                     rule=rule)
     else:
         g = Genotype("conv", (), net.C_in, net.n_classes, n_nodes=net.n_nodes,
-                     concat=tuple(range(2, 2 + net.n_nodes)))
+                     concat=tuple(range(2, 2 + net.n_nodes)), rule=rule)
     return connected(g.with_edges(edges))
 
 

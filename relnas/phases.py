@@ -171,7 +171,14 @@ def top_k(cfg: Config) -> int | None:
 
 
 def discretize(cfg: Config, net: nn.Module, weights: dict[str, torch.Tensor]) -> derive.Genotype:
-    genotype = derive.genotype_from_supernet(net, weights, top_k=top_k(cfg))
+    """The derived genotype: per vertex in ``simplex="vertex"`` (top-k pairs, or the pairs of
+    mass >= ``keep_mass``), per edge otherwise (method.md 1); then pruned when asked."""
+    if cfg.simplex == "vertex":
+        genotype = derive.genotype_from_supernet(net, weights, top_k=cfg.top_k or 1,
+                                                 simplex="vertex",
+                                                 threshold=cfg.keep_mass or None)
+    else:
+        genotype = derive.genotype_from_supernet(net, weights, top_k=top_k(cfg))
     if cfg.prune_threshold > 0 or cfg.param_budget > 0:
         relevance = derive.relevance_by_edge(net.arch_spec(), weights)
         options = {} if cfg.space == "mlp" else derived_options(cfg)

@@ -385,6 +385,38 @@ class Architecture(nn.Module):
         out["total"] = sum(out[kind] for kind in self.specs)
         return out
 
+    def max_entropy(self) -> float:
+        """``sum_g log K_g`` in nats: the entropy of the uniform structure, for normalizing."""
+        return sum(math.log(self.theta[b.key].shape[-1]) * self.theta[b.key].shape[0]
+                   for b in self._buckets)
+
+    @torch.no_grad()
+    def sample_entropy(self, n: int = 16, temperature: float = 1.0) -> float:
+        """Monte-Carlo ``E[sum_g H(gamma_g)]`` over ``n`` draws (nats). For the Dirichlet the
+        mean can stay spread while every draw is sparse (small concentrations); this tells the
+        two apart. Draws use the global RNG, so call it outside a seeded training loop or
+        accept that it consumes random numbers."""
+        total = 0.0
+        for _ in range(n):
+            for b in self._buckets:
+                gamma, _ = self.relaxation.sample(self.theta[b.key], temperature)
+                total -= float(torch.special.xlogy(gamma, gamma).sum())
+        return total / n
+
+    @torch.no_grad()
+    def margins(self) -> torch.Tensor:
+        """Per group, the mean mass of its leading entry minus that of the runner-up: how
+        clearly the structure has decided (0 = a tie, 1 = one-hot). Groups of one entry: 1."""
+        out = []
+        for b in self._buckets:
+            p = self.relaxation.mean(self.theta[b.key])
+            if p.shape[-1] == 1:
+                out.append(torch.ones(p.shape[0], dtype=p.dtype, device=p.device))
+                continue
+            top = p.topk(2, dim=-1).values
+            out.append(top[:, 0] - top[:, 1])
+        return torch.cat(out)
+
     @torch.no_grad()
     def probs(self) -> dict[str, Tensor]:
         """Detached dense mean weights, for reporting."""
@@ -409,8 +441,13 @@ def param_free_leaders(arch: Architecture) -> dict[str, int]:
 
 
 def collapse_stats(arch: Architecture) -> dict[str, float]:
-    """Flat floats for logging: ``entropy/<kind>``, ``entropy/total``, ``param_free/<kind>``."""
+    """Flat floats for logging: ``entropy/<kind>``, ``entropy/total`` (nats, of the mean
+    structure), ``entropy_norm`` (the total over its maximum, in [0, 1], so spaces compare),
+    ``margin_min`` / ``margin_median`` (``Architecture.margins``) and ``param_free/<kind>``."""
     with torch.no_grad():
         stats = {f"entropy/{k}": float(v) for k, v in arch.entropy().items()}
+    stats["entropy_norm"] = stats["entropy/total"] / max(arch.max_entropy(), 1e-12)
+    margins = arch.margins()
+    stats["margin_min"], stats["margin_median"] = float(margins.min()), float(margins.median())
     stats.update({f"param_free/{k}": float(v) for k, v in param_free_leaders(arch).items()})
     return stats

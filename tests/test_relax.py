@@ -352,3 +352,24 @@ def test_raising_lambda_moves_mass_to_cheaper_ops(name, options):
 def test_symmetric_prior_does_not_prefer_cheap_ops(name, options):
     mean = prior_only(name, 1.0, cost_strength=0.0, **options)
     assert mean[:, :2].sum(1).mean().item() < 0.55  # size prior: > 0.6 (test above)
+
+
+def test_decisiveness_measures_span_uniform_to_one_hot():
+    uniform = make("gumbel", init_scale=0.0)
+    stats = relax.collapse_stats(uniform)
+    assert stats["entropy_norm"] == pytest.approx(1.0)
+    assert stats["margin_min"] == stats["margin_median"] == pytest.approx(0.0)
+    decided = make("gumbel", init_scale=0.0)
+    with torch.no_grad():
+        for p in decided.parameters():
+            p[:, 0] = 50.0
+    stats = relax.collapse_stats(decided)
+    assert stats["entropy_norm"] == pytest.approx(0.0, abs=1e-12)
+    assert stats["margin_min"] == pytest.approx(1.0)
+    # a Dirichlet with small equal concentrations: the mean is uniform, every draw is sparse
+    sparse = make("dirichlet", init_scale=0.0)
+    with torch.no_grad():
+        for p in sparse.parameters():
+            p.fill_(-4.0)
+    assert relax.collapse_stats(sparse)["entropy_norm"] == pytest.approx(1.0)
+    assert sparse.sample_entropy(n=8) < 0.3 * sparse.max_entropy()
