@@ -1,0 +1,187 @@
+"""The paper's claims (method.md 7) as verdicts computed from the runs table.
+
+Each function takes the runs table (one row per stored run: ``method``, ``label``,
+``relaxation``, ``lam``, ``seed``, ``metric`` ("rmse" or "acc"), ``valid_metric``,
+``test_metric``, ``params``, ``total_time_s``, ``learned_precision``, ``order``) and returns one
+row of the claims table: ``claim | evidence | verdict``, the verdict one of
+``reproduced``, ``partly``, ``not reproduced`` or ``not tested`` (the runs needed are missing).
+The rules are fixed here, before any number is looked at, and stated in each docstring.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Iterable
+
+import pandas as pd
+
+VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
+
+
+def _better(metric: str, a: float, b: float) -> bool:
+    """Whether test metric ``a`` is at least as good as ``b`` (lower RMSE, higher accuracy)."""
+    return a <= b if metric == "rmse" else a >= b
+
+
+def _fmt(metric: str, value: float) -> str:
+    return f"{value:.3f}" if metric == "rmse" else f"{100 * value:.2f} %"
+
+
+def _ci95(values: Iterable[float]) -> float:
+    """Half width of the normal 95 % interval of the mean (0 for fewer than two values)."""
+    values = list(values)
+    return 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+
+
+def sweep(runs: pd.DataFrame) -> pd.DataFrame:
+    """The lambda sweep of the prior rows (fixed A, first order): one row per relaxation and
+    lambda with the median parameter count, the mean test metric and the number of seeds."""
+    rows = runs[(runs["method"] == "search") & (runs["relaxation"] != "softmax")
+                & ~runs["learned_precision"].astype(bool) & (runs["order"] == 1)]
+    if rows.empty:
+        return pd.DataFrame(columns=["relaxation", "lam", "median_params", "test_metric", "seeds"])
+    return (rows.groupby(["relaxation", "lam"])
+            .agg(median_params=("params", "median"), test_metric=("test_metric", "mean"),
+                 seeds=("seed", "nunique"))
+            .reset_index().sort_values(["relaxation", "lam"]))
+
+
+def size_claim(runs: pd.DataFrame) -> dict[str, str]:
+    """Claim 1: the prior reduces the derived model's size and lambda controls how much.
+
+    Per relaxation: reproduced when the median parameter count never rises as lambda grows
+    (at least three lambdas, one of them 0) and the largest lambda keeps at most half the
+    parameters of lambda = 0. Reproduced if that holds for every relaxation, partly if for some.
+    """
+    table = sweep(runs)
+    claim = "1. The structural prior shrinks the derived model; lambda controls how much"
+    held, evidence = [], []
+    for name, group in table.groupby("relaxation"):
+        medians = [int(v) for v in group["median_params"]]
+        lams = list(group["lam"])
+        if len(lams) < 3 or lams[0] != 0:
+            evidence.append(f"{name}: sweep too short ({len(lams)} lambdas, needs 0 and two more)")
+            held.append(None)
+            continue
+        monotone = all(b <= a for a, b in zip(medians, medians[1:]))
+        halved = medians[-1] <= 0.5 * medians[0]
+        held.append(monotone and halved)
+        evidence.append(f"{name}: median params " + " / ".join(map(str, medians))
+                        + " at lambda " + " / ".join(f"{v:g}" for v in lams)
+                        + (" (monotone" if monotone else " (not monotone")
+                        + (", largest lambda keeps <= half)" if halved
+                           else ", largest lambda keeps more than half)"))
+    return {"claim": claim, "evidence": "; ".join(evidence) or "no prior runs",
+            "verdict": _verdict(held)}
+
+
+def _verdict(held: list[bool | None]) -> str:
+    tested = [h for h in held if h is not None]
+    if not tested:
+        return "not tested"
+    if all(tested) and len(tested) == len(held):
+        return "reproduced"
+    return "partly" if any(tested) else "not reproduced"
+
+
+def selected(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per relaxation and seed, the prior run (fixed A, first order) whose lambda is best on
+    validation: the paper's "lambda selected on validation"."""
+    rows = runs[(runs["method"] == "search") & (runs["relaxation"] != "softmax")
+                & ~runs["learned_precision"].astype(bool) & (runs["order"] == 1)]
+    if rows.empty:
+        return rows
+    sign = 1 if rows["metric"].iloc[0] == "rmse" else -1
+    best = (rows.assign(_score=sign * rows["valid_metric"])
+            .sort_values(["_score", "lam"]).groupby(["relaxation", "seed"]).head(1))
+    return best.drop(columns="_score")
+
+
+def accuracy_claim(runs: pd.DataFrame) -> dict[str, str]:
+    """Claim 2: at the same size the searched model is at least as accurate as magnitude pruning
+    and random search, and near the expert with far fewer parameters.
+
+    The searched model: per relaxation, the lambda selected on validation per seed. Reproduced
+    when, for every relaxation, its mean test metric is at least as good as pruning's and random
+    search's or within their 95 % interval, and it has at most half the expert's parameters with
+    a test metric within the expert's 95 % interval or better; partly when some of these hold.
+    """
+    claim = "2. At matched size the searched model beats pruning and random search, near the expert"
+    chosen = selected(runs)
+    if chosen.empty:
+        return {"claim": claim, "evidence": "no prior runs", "verdict": "not tested"}
+    metric = chosen["metric"].iloc[0]
+    refs = {}
+    for name, mask in (("pruning", runs["method"] == "prune"),
+                       ("random search", runs["method"] == "random"),
+                       ("expert", runs["method"] == "expert")):
+        sub = runs[mask]
+        if name == "expert" and not sub.empty:  # the first expert (Boston MLP, LeNet-300-100)
+            sub = sub[sub["label"] == sorted(sub["label"])[0]]
+        if not sub.empty:
+            refs[name] = (sub["test_metric"].mean(), _ci95(sub["test_metric"]),
+                          sub["params"].median())
+    held, evidence = [], []
+    for name, group in chosen.groupby("relaxation"):
+        mean, params = group["test_metric"].mean(), group["params"].median()
+        text = f"relnas-{name}: {_fmt(metric, mean)} at {int(params)} params (median)"
+        for ref, (ref_mean, ref_ci, ref_params) in refs.items():
+            if ref == "expert":
+                ok = params <= 0.5 * ref_params and (
+                    _better(metric, mean, ref_mean) or abs(mean - ref_mean) <= ref_ci)
+            else:
+                ok = _better(metric, mean, ref_mean) or abs(mean - ref_mean) <= ref_ci
+            held.append(ok)
+            text += (f"; {ref} {_fmt(metric, ref_mean)} ± {_fmt(metric, ref_ci)}"
+                     f" at {int(ref_params)} ({'ok' if ok else 'worse'})")
+        evidence.append(text)
+    if not refs:
+        held = [None]
+    return {"claim": claim, "evidence": "; ".join(evidence), "verdict": _verdict(held)}
+
+
+def relevance_claim(curves: pd.DataFrame | None) -> dict[str, str]:
+    """Claim 3: removing parameter groups in relevance order costs the least accuracy.
+
+    ``curves``: columns ``order`` (``mass``, ``precision``, ``magnitude``, ``random``),
+    ``retrain`` (bool), ``fraction`` (of parameters removed), ``test_metric``, ``metric``.
+    Per retrain setting, the area under each curve (mean metric over the removed fractions);
+    reproduced when a relevance order (mass or precision) is at least as good as both magnitude
+    and random in every setting, partly in some; ``None`` or empty: not tested.
+    """
+    claim = "3. Relevance (structure mass, learned A) ranks parameter groups best"
+    if curves is None or curves.empty:
+        return {"claim": claim, "evidence": "no relevance curve yet", "verdict": "not tested"}
+    metric = curves["metric"].iloc[0]
+    held, evidence = [], []
+    for retrain, group in curves.groupby("retrain"):
+        area = group.groupby("order")["test_metric"].mean()
+        best_relevance = min(area.get(o, math.inf) for o in ("mass", "precision")) \
+            if metric == "rmse" else max(area.get(o, -math.inf) for o in ("mass", "precision"))
+        others = [area[o] for o in ("magnitude", "random") if o in area]
+        held.append(all(_better(metric, best_relevance, o) for o in others))
+        evidence.append(("with" if retrain else "without") + " retrain: "
+                        + ", ".join(f"{o} {_fmt(metric, v)}" for o, v in area.items()))
+    return {"claim": claim, "evidence": "; ".join(evidence), "verdict": _verdict(held)}
+
+
+def time_claim(runs: pd.DataFrame, multiple: float = 10.0) -> dict[str, str]:
+    """Claim 4: total design + optimization time is reported; the method costs a small multiple
+    of training one model. Reproduced when the prior rows' median total time is at most
+    ``multiple`` times the expert's median training time."""
+    claim = f"4. Search + retrain costs a small multiple (<= {multiple:g}x) of training one model"
+    prior = runs[(runs["method"] == "search") & (runs["relaxation"] != "softmax")]
+    expert = runs[runs["method"] == "expert"]
+    if prior.empty or expert.empty:
+        return {"claim": claim, "evidence": "missing prior or expert runs", "verdict": "not tested"}
+    ratio = prior["total_time_s"].median() / max(expert["total_time_s"].median(), 1e-9)
+    evidence = (f"median total {prior['total_time_s'].median():.1f} s (relnas) vs "
+                f"{expert['total_time_s'].median():.1f} s (expert): {ratio:.1f}x")
+    return {"claim": claim, "evidence": evidence,
+            "verdict": "reproduced" if ratio <= multiple else "not reproduced"}
+
+
+def claims_table(runs: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The four claims of method.md 7 with their evidence and verdict."""
+    return pd.DataFrame([size_claim(runs), accuracy_claim(runs), relevance_claim(curves),
+                         time_claim(runs)], columns=["claim", "evidence", "verdict"])

@@ -1,0 +1,75 @@
+"""Claims table (method.md 7): the verdict rules on hand-made runs tables."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from relnas import claims
+
+
+def runs(prior_params, prune_rmse=3.0, expert_params=3301, expert_rmse=3.0, prior_rmse=3.0):
+    """Boston-like table: a lambda sweep per relaxation (params per lambda), 3 seeds each."""
+    rows = []
+    for relaxation, by_lam in prior_params.items():
+        for lam, params in by_lam.items():
+            for seed in range(3):
+                rows.append(dict(method="search", label=f"relnas-{relaxation}",
+                                 relaxation=relaxation, lam=lam, seed=seed, metric="rmse",
+                                 valid_metric=prior_rmse - 0.01 * lam, test_metric=prior_rmse
+                                 + 0.01 * seed, params=params, total_time_s=8.0,
+                                 learned_precision=False, order=1))
+    for method, label, rmse, params in (("prune", "Magnitude pruning", prune_rmse, 751),
+                                        ("random", "Random search", 3.3, 1451),
+                                        ("expert", "Expert MLP", expert_rmse, expert_params)):
+        for seed in range(3):
+            rows.append(dict(method=method, label=label, relaxation="", lam=0.0, seed=seed,
+                             metric="rmse", valid_metric=rmse, test_metric=rmse + 0.05 * seed,
+                             params=params, total_time_s=2.0, learned_precision=False, order=1))
+    return pd.DataFrame(rows)
+
+
+FALLING = {0.0: 4001, 0.1: 3301, 1.0: 1451, 10.0: 751}
+
+
+def test_size_claim_reproduced_when_size_falls_to_half_for_every_relaxation():
+    table = runs({"gumbel": FALLING, "dirichlet": FALLING})
+    assert claims.size_claim(table)["verdict"] == "reproduced"
+    assert "4001 / 3301 / 1451 / 751" in claims.size_claim(table)["evidence"]
+
+
+def test_size_claim_partly_or_not_when_size_rises_or_stays():
+    flat = {0.0: 751, 0.1: 751, 1.0: 751}
+    rising = {0.0: 751, 0.1: 1451, 1.0: 751}
+    assert claims.size_claim(runs({"gumbel": FALLING, "dirichlet": flat}))["verdict"] == "partly"
+    assert claims.size_claim(runs({"gumbel": rising, "dirichlet": flat}))["verdict"] \
+        == "not reproduced"
+    assert claims.size_claim(runs({"gumbel": {0.1: 751, 1.0: 751, 10.0: 1}}))["verdict"] \
+        == "not tested"   # no lambda = 0 row
+
+
+def test_accuracy_claim_compares_with_pruning_random_and_expert():
+    good = runs({"gumbel": FALLING}, prune_rmse=3.5)
+    assert claims.accuracy_claim(good)["verdict"] == "reproduced"
+    worse_than_pruning = runs({"gumbel": FALLING}, prune_rmse=2.0, prior_rmse=3.0)
+    assert claims.accuracy_claim(worse_than_pruning)["verdict"] == "partly"
+    # lambda selected on validation: the smallest valid RMSE is the largest lambda here
+    chosen = claims.selected(good)
+    assert list(chosen["lam"]) == [10.0] * 3
+
+
+def test_relevance_claim_is_not_tested_without_curves_and_judged_with_them():
+    assert claims.relevance_claim(None)["verdict"] == "not tested"
+    curves = pd.DataFrame([dict(order=o, retrain=r, fraction=f, test_metric=v + f, metric="rmse")
+                           for o, v in (("mass", 3.0), ("magnitude", 3.2), ("random", 3.5))
+                           for r in (False, True) for f in (0.0, 0.5)])
+    assert claims.relevance_claim(curves)["verdict"] == "reproduced"
+    curves.loc[curves["order"] == "mass", "test_metric"] += 1.0
+    assert claims.relevance_claim(curves)["verdict"] == "not reproduced"
+
+
+def test_time_claim_uses_the_multiple():
+    table = runs({"gumbel": FALLING})
+    assert claims.time_claim(table, multiple=10)["verdict"] == "reproduced"     # 8 s vs 2 s
+    assert claims.time_claim(table, multiple=2)["verdict"] == "not reproduced"
+    assert list(claims.claims_table(table)["verdict"]) == \
+        ["reproduced", "reproduced", "not tested", "reproduced"]
