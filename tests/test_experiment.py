@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from relnas.derive import Genotype
+from relnas.genotype import Genotype
 from relnas.experiment import run
 
 TINY_CONV = dict(dataset="mnist", space="conv", subset=64, C=2, layers=3, n_nodes=2,
@@ -135,17 +135,17 @@ def test_pruning_budget_comes_from_the_main_space_only():
 def test_conv_nets_run_channels_last_on_the_cpu_with_the_same_outputs():
     import torch
 
-    from relnas import experts
-    from relnas.phases import place
+    from relnas.nets import build_expert
+    from relnas.runtime import place
 
     torch.manual_seed(0)
-    net = experts.build_expert("lenet5", (1, 28, 28), 10).double()
+    net = build_expert("lenet5", (1, 28, 28), 10).double()
     x = torch.randn(3, 1, 28, 28, dtype=torch.float64)
     before = net(x)
     placed = place(net, torch.device("cpu"))
     assert placed.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(placed(x), before)
-    mlp = place(experts.build_expert("lenet300", (1, 28, 28), 10), torch.device("cpu"))
+    mlp = place(build_expert("lenet300", (1, 28, 28), 10), torch.device("cpu"))
     assert all(p.is_contiguous() for p in mlp.parameters())
 
 
@@ -177,11 +177,11 @@ def test_each_profile_other_than_default_has_its_own_results_folder(tmp_path, mo
 
 
 def test_search_subset_limits_the_search_data_not_the_retraining(tmp_path, monkeypatch):
-    from relnas import phases
+    from relnas import train
     from relnas.bilevel import BilevelOptimizer
 
     batches, fitted = [], []
-    real_step, real_fit = BilevelOptimizer.step, phases.fit
+    real_step, real_fit = BilevelOptimizer.step, train.fit
 
     def step(self, train, valid, **kw):
         batches.append(len(train[0]))
@@ -193,7 +193,7 @@ def test_search_subset_limits_the_search_data_not_the_retraining(tmp_path, monke
         return real_fit(model, cfg, task, run_dir, tag, epochs, **kw)
 
     monkeypatch.setattr(BilevelOptimizer, "step", step)
-    monkeypatch.setattr(phases, "fit", fit)
+    monkeypatch.setattr(train, "fit", fit)
     base = dict(dataset="boston", n_hidden=1, width=4, epochs=1, retrain_epochs=1,
                 batch_size=64, retrain_batch=64, random_samples=1, threads=1)
     whole = run(base, results_dir=tmp_path)
@@ -213,7 +213,7 @@ def test_paper_profile_runs_every_method_end_to_end_at_toy_width(tmp_path, data_
     """The MNIST paper profile as it is (5 search cells, 8 retrain cells on 28x28 with the
     auxiliary head and drop-path, search_subset), only the widths, images and epochs cut: every
     method's path of the GPU runs, on the CPU."""
-    from relnas.phases import Task
+    from relnas.train import Task
     from relnas.plans import plan
 
     monkeypatch.setenv("RELNAS_DATA", str(data_dir))
