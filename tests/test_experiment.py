@@ -51,7 +51,8 @@ def test_lenet5_expert_trains(tmp_path, data_dir, monkeypatch):
 
 
 def test_every_profile_plans_valid_configs():
-    from relnas.plans import PROFILES, plan
+    from relnas.plans import plan
+    from relnas.profiles import PROFILES
 
     for dataset, profiles in PROFILES.items():
         for profile in profiles:
@@ -86,7 +87,8 @@ def test_recompute_ignores_stale_checkpoints(tmp_path):
 
 
 def test_mnist_default_plans_the_conv_cell_beside_the_mlp_dag():
-    from relnas.plans import method_label, plan
+    from relnas.plans import plan
+    from relnas.profiles import method_label
 
     configs = plan("mnist", seeds=[0, 1], lambdas=[0.1, 1.0])
     cell = [c for c in configs if c.space == "conv"]
@@ -120,7 +122,8 @@ def test_mnist_default_plans_the_conv_cell_beside_the_mlp_dag():
 def test_pruning_budget_comes_from_the_main_space_only():
     import pandas as pd
 
-    from relnas.plans import base_config, prune_plan
+    from relnas.plans import prune_plan
+    from relnas.profiles import base_config
 
     def row(label, space, params, lam=0.1):
         return dict(dataset="mnist", label=label, space=space, seed=0, lam=lam, params=params,
@@ -151,7 +154,7 @@ def test_conv_nets_run_channels_last_on_the_cpu_with_the_same_outputs():
 
 def test_load_runs_refuses_two_configurations_under_one_label(tmp_path):
     from relnas.config import ConfigError
-    from relnas.plans import load_runs
+    from relnas.runs import load_runs
 
     config = dict(dataset="boston", n_hidden=1, width=4, epochs=1, retrain_epochs=1, threads=1)
     run(config, results_dir=tmp_path)
@@ -164,8 +167,7 @@ def test_load_runs_refuses_two_configurations_under_one_label(tmp_path):
 
 def test_each_profile_other_than_default_has_its_own_results_folder(tmp_path, monkeypatch):
     from relnas.config import ConfigError
-    from relnas.plans import profile_results_dir
-    from relnas.report import profile_name
+    from relnas.runs import profile_name, profile_results_dir
 
     monkeypatch.setenv("RELNAS_RESULTS", str(tmp_path / "results"))
     assert profile_results_dir("default") is None  # the store's root: $RELNAS_RESULTS
