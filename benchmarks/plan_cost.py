@@ -33,7 +33,8 @@ from pathlib import Path
 from relnas import data as rdata
 from relnas.cli import parse_sets
 from relnas.experiment import run
-from relnas.plans import PRUNED_EXPERT, as_list, plan
+from relnas.plans import as_list, plan
+from relnas.profiles import PRUNED_EXPERT
 
 PLAN_KEYS = ("seeds", "relaxations", "lambdas", "learned_precision", "order", "conv_cell",
              "include")

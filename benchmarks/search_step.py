@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from relnas.bilevel import BilevelOptimizer, WeightPrior
-from relnas.phases import device_name
+from relnas.runtime import device_name
 from relnas.relax import Architecture
 from relnas.space import ConvSupernet, MLPSupernet
 
@@ -45,7 +45,7 @@ def build(space: str, device, relaxation: str, channels_last: bool = False, **op
     else:
         net, shape = ConvSupernet(3, 10, C=16, layers=8), (3, 32, 32)
     net = net.to(device)
-    if channels_last:  # what relnas.phases.place does for conv nets on the CPU
+    if channels_last:  # what relnas.runtime.place does for conv nets on the CPU
         net = net.to(memory_format=torch.channels_last)
     learned = options.get("order") == 2 and options.pop("learned", False)
     arch = Architecture(net.arch_spec(), relaxation=relaxation,

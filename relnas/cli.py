@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "cached": result["cached"]}, indent=2, default=str))
         elif args.command == "experiment":
             from relnas.plans import run_experiment
-            from relnas.report import format_table, summary_table
+            from relnas.tables import format_table, summary_table
             values = {**_load_yaml(args.config), **parse_sets(args.set)}
             runs = run_experiment(args.dataset, results_dir=args.results_dir,
                                   progress=args.progress, **values)

@@ -1,4 +1,4 @@
-"""From structure weights to a discrete network: discretization, relevance, pruning, rebuilding.
+"""From structure weights to a discrete architecture: discretization, relevance, pruning.
 
 With structure weights ``gamma`` (``weights[kind]``, shape ``(n_edges, n_ops)``, see ``space``):
 
@@ -15,89 +15,18 @@ With structure weights ``gamma`` (``weights[kind]``, shape ``(n_edges, n_ops)``,
   its non-zero ops. Pass the mean of the structure distribution as ``weights``.
 - ``prune``: drop the least relevant edges (below a threshold, or until a parameter budget holds)
   without ever disconnecting the output.
-- ``Genotype`` (JSON round trip) -> ``build_network`` -> ``nn.Module`` with a plain ``forward(x)``;
-  ``load_from_supernet`` copies the chosen ops' parameters from a supernet.
+- The result is a ``Genotype`` (``relnas.genotype``); ``relnas.nets.build_network`` rebuilds it
+  as an ``nn.Module``; ``load_from_supernet`` copies the chosen ops' parameters from a supernet.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Mapping
 
 import torch
-from torch import nn
 
-from relnas import ops
-from relnas.space import ArchSpec, ConvSupernet, MLPSupernet, preprocess, reduction_layers, stem
-
-KeptEdge = tuple[str, int, int]  # (op name, src vertex, dst vertex)
-
-
-@dataclass(frozen=True)
-class Genotype:
-    """A discrete architecture of either space.
-
-    ``cells``: ``((kind, ((op, src, dst), ...)), ...)``; kinds ``"dag"`` (mlp) or
-    ``"normal"``/``"reduce"`` (conv). ``in_dim``: input features (mlp) or channels (conv);
-    ``out_dim``: outputs or classes. MLP only: ``width``, ``n_hidden``. Conv only: ``n_nodes`` and
-    ``concat``, the vertices concatenated into the cell output (intermediate nodes are 2..).
-    """
-
-    space: str
-    cells: tuple[tuple[str, tuple[KeptEdge, ...]], ...]
-    in_dim: int
-    out_dim: int
-    width: int = 0
-    n_hidden: int = 0
-    n_nodes: int = 0
-    concat: tuple[int, ...] = ()
-    rule: str = ""  # the discretization rule that chose the edges (``rule_name``); "" = unknown
-
-    def __post_init__(self):
-        if self.space not in ("mlp", "conv"):
-            raise ValueError(f"space must be 'mlp' or 'conv', got {self.space!r}")
-        registry = ops.MLP_OPS if self.space == "mlp" else ops.CONV_OPS
-        for _, edges in self.cells:
-            for op, src, dst in edges:
-                ops.get_op(registry, op)
-                if not 0 <= src < dst:
-                    raise ValueError(f"edge {op}: {src} -> {dst} must go forward")
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        return tuple(kind for kind, _ in self.cells)
-
-    def edges(self, kind: str) -> tuple[KeptEdge, ...]:
-        return dict(self.cells)[kind]
-
-    def with_edges(self, edges: Mapping[str, Sequence[KeptEdge]]) -> "Genotype":
-        """A copy with the edges of each kind in ``edges`` replaced (sorted by (dst, src))."""
-        cells = dict(self.cells)
-        cells.update({k: tuple(sorted(map(tuple, e), key=lambda t: (t[2], t[1])))
-                      for k, e in edges.items()})
-        return dataclasses.replace(self, cells=tuple(cells.items()))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["cells"] = {kind: [list(e) for e in edges] for kind, edges in self.cells}
-        d["concat"] = list(self.concat)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Genotype":
-        d = dict(d)
-        d["cells"] = tuple((kind, tuple((str(op), int(s), int(t)) for op, s, t in edges))
-                           for kind, edges in d["cells"].items())
-        d["concat"] = tuple(int(v) for v in d.get("concat", ()))
-        return cls(**d)
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    @classmethod
-    def from_json(cls, s: str) -> "Genotype":
-        return cls.from_dict(json.loads(s))
+from relnas.genotype import Genotype, KeptEdge
+from relnas.nets import ConvNet, MLPNet, build_network, count_parameters
+from relnas.space import ArchSpec, ConvSupernet, MLPSupernet
 
 
 # ---------------------------------------------------------------------------- discretization
@@ -273,151 +202,6 @@ def prune(genotype: Genotype, relevance: Mapping[str, Mapping[tuple[int, int], f
             g = smaller
     return g
 
-
-# ---------------------------------------------------------------------------- discrete networks
-def count_parameters(module: nn.Module) -> int:
-    """Number of scalar parameters of the model used for prediction (shared tensors counted
-    once). The DARTS auxiliary head only serves training, so it is not counted (as in DARTS)."""
-    return sum(p.numel() for name, p in module.named_parameters()
-               if not name.startswith("auxiliary_head."))
-
-
-def _check_computable(edges: Sequence[KeptEdge], inputs: set[int]) -> None:
-    dsts = {dst for _, _, dst in edges}
-    for op, src, dst in edges:
-        if src not in inputs and src not in dsts:
-            raise ValueError(f"edge {op}: {src} -> {dst} reads vertex {src}, which has no input")
-
-
-class MLPNet(nn.Module):
-    """The MLP of a genotype: ``v_i = sum_{(op, j, i) kept} f_op(v_j)``, head on the last vertex."""
-
-    def __init__(self, genotype: Genotype):
-        super().__init__()
-        self.genotype = genotype
-        self.kept = tuple(sorted(genotype.edges("dag"), key=lambda t: (t[2], t[1])))
-        _check_computable(self.kept, {0})
-        if genotype.n_hidden not in {dst for _, _, dst in self.kept}:
-            raise ValueError(f"no edge reaches the output vertex {genotype.n_hidden}")
-        self.edges = nn.ModuleList(
-            ops.build_mlp_op(op, genotype.in_dim if src == 0 else genotype.width, genotype.width)
-            for op, src, _ in self.kept)
-        self.head = nn.Linear(genotype.width, genotype.out_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        states = {0: x.flatten(1)}
-        for (_, src, dst), op in zip(self.kept, self.edges):
-            h = op(states[src])
-            states[dst] = states[dst] + h if dst in states else h
-        return self.head(states[self.genotype.n_hidden])
-
-
-def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Zero whole samples with probability ``p`` and rescale the rest by ``1 / (1 - p)``."""
-    keep = 1.0 - p
-    mask = torch.empty(x.shape[0], *(1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
-    return x * mask.bernoulli_(keep) / keep
-
-
-class DiscreteCell(nn.Module):
-    """A DARTS evaluation cell: each kept edge ``(op, src, dst)`` adds ``f_op(state_src)`` to node
-    ``dst``; a node without edges is zero; output = concat of ``concat`` nodes."""
-
-    def __init__(self, edges: Sequence[KeptEdge], concat: Sequence[int], C_pp: int, C_p: int,
-                 C: int, reduction: bool, reduction_prev: bool, affine: bool):
-        super().__init__()
-        self.reduction, self.concat = reduction, tuple(concat)
-        self.kept = tuple(sorted(edges, key=lambda t: (t[2], t[1])))
-        _check_computable(self.kept, {0, 1})
-        self.preprocess0, self.preprocess1 = preprocess(C_pp, C_p, C, reduction_prev, affine)
-        self.edges = nn.ModuleList(
-            ops.build_conv_op(op, C, 2 if reduction and src < 2 else 1, affine)
-            for op, src, _ in self.kept)
-
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        states = {0: self.preprocess0(s0), 1: self.preprocess1(s1)}
-        for (_, src, dst), op in zip(self.kept, self.edges):
-            h = op(states[src])
-            if self.training and drop_prob > 0 and not isinstance(op, nn.Identity):
-                h = drop_path(h, drop_prob)
-            states[dst] = states[dst] + h if dst in states else h
-        step = 2 if self.reduction else 1
-        zeros = torch.zeros_like(states[1][:, :, ::step, ::step])
-        return torch.cat([states.get(v, zeros) for v in self.concat], dim=1)
-
-
-class AuxiliaryHead(nn.Module):
-    """DARTS AuxiliaryHeadCIFAR: ReLU, avg-pool 5 stride 3, 1x1 conv 128, BN, ReLU, 2x2 conv 768,
-    BN, ReLU, linear. Exact for 8x8 maps (CIFAR); for other sizes the pooled map is resized to 2x2
-    (adaptive average pooling), so 7x7 maps (MNIST) work too."""
-
-    def __init__(self, C: int, n_classes: int):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(C, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(),
-            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU())
-        self.classifier = nn.Linear(768, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(x)
-        if min(x.shape[-2:]) >= 5:
-            x = nn.functional.avg_pool2d(x, 5, stride=3, count_include_pad=False)
-        x = nn.functional.adaptive_avg_pool2d(x, 2)
-        return self.classifier(self.features(x).flatten(1))
-
-
-class ConvNet(nn.Module):
-    """The DARTS evaluation network for a conv genotype.
-
-    ``forward(x)`` returns logits, or ``(logits, aux_logits)`` in training mode when
-    ``auxiliary``. ``drop_path_prob`` is a public attribute a training loop may schedule.
-    """
-
-    def __init__(self, genotype: Genotype, C: int = 36, layers: int = 20, stem_multiplier: int = 3,
-                 affine: bool = True, auxiliary: bool = False, drop_path_prob: float = 0.0,
-                 stem_stride: int = 1):
-        super().__init__()
-        if genotype.space != "conv":
-            raise ValueError(f"ConvNet needs a conv genotype, got {genotype.space!r}")
-        self.genotype, self.drop_path_prob = genotype, drop_path_prob
-        C_curr = stem_multiplier * C
-        self.stem = stem(genotype.in_dim, C_curr, stem_stride)
-        C_pp, C_p, C_curr = C_curr, C_curr, C
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        self.aux_layer = reduction_layers(layers)[1] if auxiliary else None
-        for layer in range(layers):
-            reduction = layer in reduction_layers(layers)
-            C_curr = C_curr * 2 if reduction else C_curr
-            edges = genotype.edges("reduce" if reduction else "normal")
-            self.cells.append(DiscreteCell(edges, genotype.concat, C_pp, C_p, C_curr, reduction,
-                                           reduction_prev, affine))
-            reduction_prev = reduction
-            C_pp, C_p = C_p, len(genotype.concat) * C_curr
-            if layer == self.aux_layer:
-                self.auxiliary_head = AuxiliaryHead(C_p, genotype.out_dim)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_p, genotype.out_dim)
-
-    def forward(self, x: torch.Tensor):
-        s0 = s1 = self.stem(x)
-        aux_logits = None
-        for layer, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if layer == self.aux_layer and self.training:
-                aux_logits = self.auxiliary_head(s1)
-        logits = self.classifier(self.pool(s1).flatten(1))
-        return logits if aux_logits is None else (logits, aux_logits)
-
-
-def build_network(genotype: Genotype, **options) -> nn.Module:
-    """``MLPNet(genotype)`` (no options) or ``ConvNet(genotype, **options)`` (C, layers,
-    stem_multiplier, affine, auxiliary, drop_path_prob, stem_stride)."""
-    if genotype.space == "mlp":
-        if options:
-            raise TypeError(f"an mlp genotype takes no build options, got {sorted(options)}")
-        return MLPNet(genotype)
-    return ConvNet(genotype, **options)
 
 
 def load_from_supernet(discrete: MLPNet | ConvNet, supernet: MLPSupernet | ConvSupernet) -> None:

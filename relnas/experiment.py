@@ -2,7 +2,7 @@
 
 ``run(cfg)`` is the single entry point of the notebooks and the CLI. The config is validated
 and the results folder checked before any compute; a finished config is a cache hit; every
-phase resumes from its last checkpoint (``relnas.phases``).
+phase resumes from its last checkpoint (``relnas.runtime.Phase``).
 
 Methods (``cfg.method``, method.md 5):
 
@@ -25,9 +25,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from relnas import derive, experts, phases, store
+from relnas import nets, runtime, search, store, train
 from relnas.config import Config, ConfigError, make_config
-from relnas.phases import Task
 
 
 def run(cfg: Config | Mapping[str, Any], *, results_dir: str | Path | None = None,
@@ -74,12 +73,12 @@ def compute(cfg: Config, run_dir: Path, *, progress: bool = False,
     if fresh:
         for checkpoint in Path(run_dir).glob("checkpoint_*.pt"):
             checkpoint.unlink()
-    device = phases.setup(cfg)
-    task = Task(cfg, device)
+    device = runtime.setup(cfg)
+    task = train.Task(cfg, device)
     method = {"expert": _expert, "search": _search, "random": _random, "prune": _prune}
     kw = {"progress": progress, "checkpoint_interval": checkpoint_interval}
     metrics, history, times = method[cfg.method](cfg, task, device, Path(run_dir), kw)
-    metrics.update(metric=task.metric, device=phases.device_name(device),
+    metrics.update(metric=task.metric, device=runtime.device_name(device),
                    torch_version=torch.__version__, n_train=task.n_train,
                    search_time_s=times[0], retrain_time_s=times[1],
                    total_time_s=times[0] + times[1])
@@ -87,41 +86,42 @@ def compute(cfg: Config, run_dir: Path, *, progress: bool = False,
 
 
 def _expert(cfg, task, device, run_dir, kw):
-    model = phases.place(_expert_model(cfg, task), device)
-    metrics, history, seconds = phases.fit(model, cfg, task, run_dir, "retrain",
-                                           cfg.retrain_epochs, **kw)
-    metrics["params"] = derive.count_parameters(model)
+    model = runtime.place(_expert_model(cfg, task), device)
+    metrics, history, seconds = train.fit(model, cfg, task, run_dir, "retrain",
+                                          cfg.retrain_epochs, **kw)
+    metrics["params"] = nets.count_parameters(model)
     return metrics, history, (0.0, seconds)
 
 
-def _expert_model(cfg: Config, task: Task) -> nn.Module:
-    phases.seed_everything(cfg.seed)
-    return experts.build_expert(cfg.expert, task.splits.in_shape, task.splits.out_dim,
-                                **phases.derived_options(cfg))
+def _expert_model(cfg: Config, task: train.Task) -> nn.Module:
+    runtime.seed_everything(cfg.seed)
+    return nets.build_expert(cfg.expert, task.splits.in_shape, task.splits.out_dim,
+                             **train.derived_options(cfg))
 
 
 def _retrain(cfg, task, device, run_dir, genotype, kw):
-    store.write_json(run_dir / "genotype.json", genotype.to_dict())
-    phases.seed_everything(cfg.seed + 1)
-    model = phases.place(phases.build_derived(cfg, genotype), device)
-    metrics, history, seconds = phases.fit(model, cfg, task, run_dir, "retrain",
-                                           cfg.retrain_epochs, **kw)
-    metrics["params"] = derive.count_parameters(model)
+    store.write_json(run_dir / store.GENOTYPE, genotype.to_dict())
+    runtime.seed_everything(cfg.seed + 1)
+    model = runtime.place(train.build_derived(cfg, genotype), device)
+    metrics, history, seconds = train.fit(model, cfg, task, run_dir, "retrain",
+                                          cfg.retrain_epochs, **kw)
+    metrics["params"] = nets.count_parameters(model)
     metrics["genotype"] = genotype.to_dict()
     return metrics, history, seconds
 
 
 def _search(cfg, task, device, run_dir, kw):
-    genotype, extras, history, search_s = phases.search(cfg, task, device, run_dir, **kw)
-    store.write_json(run_dir / "trajectory.json", extras["trajectory"])
-    store.write_json(run_dir / "precisions.json", extras["precisions"])
+    genotype, extras, history, search_s = search.search(cfg, task, device, run_dir, **kw)
+    store.write_json(run_dir / store.TRAJECTORY, extras["trajectory"])
+    store.write_json(run_dir / store.PRECISIONS, extras["precisions"])
     metrics, retrain_history, retrain_s = _retrain(cfg, task, device, run_dir, genotype, kw)
+    metrics.update(extras["decisiveness"])  # entropy_norm_start / _end, margins (search.py)
     return metrics, history + retrain_history, (search_s, retrain_s)
 
 
 def _random(cfg, task, device, run_dir, kw):
-    phases.seed_everything(cfg.seed)
-    supernet = phases.build_supernet(cfg, task)
+    runtime.seed_everything(cfg.seed)
+    supernet = search.build_supernet(cfg, task)
     specs = supernet.arch_spec()
     generator = torch.Generator().manual_seed(cfg.seed)
     budget = max(1, cfg.epochs // cfg.random_samples)
@@ -129,12 +129,12 @@ def _random(cfg, task, device, run_dir, kw):
     for i in range(cfg.random_samples):
         weights = {k: torch.rand(s.n_edges, s.n_ops, generator=generator) * s.mask_tensor(torch.float32)
                    for k, s in specs.items()}
-        genotype = phases.discretize(cfg, supernet, weights)
-        phases.seed_everything(cfg.seed + 100 + i)
-        model = phases.place(phases.build_derived(cfg, genotype), device)
-        metrics, rows, seconds = phases.fit(model, cfg, task, run_dir, f"random{i}", budget,
-                                               checkpoint_interval=kw["checkpoint_interval"],
-                                               test=False, train=task.search_split("train"))
+        genotype = search.discretize(cfg, supernet, weights)
+        runtime.seed_everything(cfg.seed + 100 + i)
+        model = runtime.place(train.build_derived(cfg, genotype), device)
+        metrics, rows, seconds = train.fit(model, cfg, task, run_dir, f"random{i}", budget,
+                                           checkpoint_interval=kw["checkpoint_interval"],
+                                           test=False, train=task.search_split("train"))
         history += rows
         search_s += seconds
         score = metrics["valid_metric"] * (1 if task.metric == "rmse" else -1)  # lower is better
@@ -161,17 +161,17 @@ def magnitude_masks(model: nn.Module, keep: int) -> dict[str, torch.Tensor]:
 
 
 def _prune(cfg, task, device, run_dir, kw):
-    model = phases.place(_expert_model(cfg, task), device)
-    _, history, train_s = phases.fit(model, cfg, task, run_dir, "train", cfg.retrain_epochs,
-                                     test=False, **kw)
+    model = runtime.place(_expert_model(cfg, task), device)
+    _, history, train_s = train.fit(model, cfg, task, run_dir, "train", cfg.retrain_epochs,
+                                    test=False, **kw)
     start = time.perf_counter()
     masks = magnitude_masks(model, cfg.param_budget)
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.mul_(masks[name])
     prune_s = time.perf_counter() - start
-    metrics, tune_history, tune_s = phases.fit(model, cfg, task, run_dir, "finetune",
-                                               max(1, cfg.retrain_epochs // 4), masks=masks, **kw)
+    metrics, tune_history, tune_s = train.fit(model, cfg, task, run_dir, "finetune",
+                                              max(1, cfg.retrain_epochs // 4), masks=masks, **kw)
     metrics["params"] = int(sum(int((p != 0).sum()) for p in model.parameters()))
-    metrics["params_dense"] = derive.count_parameters(model)
+    metrics["params_dense"] = nets.count_parameters(model)
     return metrics, history + tune_history, (0.0, train_s + prune_s + tune_s)

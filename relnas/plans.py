@@ -1,15 +1,16 @@
-"""Experiment plans: profiles, the list of configs per dataset, running them, collecting results.
+"""Experiment plans: the list of configs per dataset (from ``relnas.profiles``), running them.
 
 A notebook calls :func:`run_experiment` with its papermill parameters; every config is built
 and validated (``relnas.config``) before the first run starts, so a typo costs nothing. The
 methods of method.md 5 appear on every dataset: expert model(s), random search, magnitude
 pruning (to the parameter count the relnas models reached for the same seed), DARTS first and
 second order, and relnas with the Dirichlet and the Gumbel prior, with and without learned A.
+The runs table comes from ``relnas.runs`` (``load_runs`` and ``profile_results_dir`` are also
+importable from here, as the notebooks do).
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import statistics
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -20,103 +21,10 @@ import yaml
 from relnas import store
 from relnas.config import RELAXATIONS, Config, ConfigError, make_config
 from relnas.experiment import check_results_dir, run
-from relnas.report import CELL_SUFFIX
-
-EXPERT_NAMES = {"mlp": "MLP 13-50-50-1", "lenet300": "LeNet-300-100", "lenet5": "LeNet-5",
-                "darts_v2": "DARTS_V2 cell", "resnet": "ResNet-20"}
-
-# Profiles: the fields that differ from relnas.config.Config per dataset and scale.
-PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    "boston": {
-        # Full protocol of the notebook on 2 CPU cores in about 3 minutes: full-batch search.
-        # arch_lr 3e-3 instead of DARTS' 3e-4: 200 structure steps instead of ~20k.
-        "default": dict(space="mlp", n_hidden=2, width=50, batch_size=64, epochs=40,
-                        w_lr=0.05, w_lr_min=0.005, arch_lr=3e-3, weight_decay=1e-3,
-                        retrain_epochs=200, retrain_batch=304, retrain_optimizer="adam",
-                        retrain_lr=0.01, retrain_weight_decay=1e-4, random_samples=4, threads=1),
-        "smoke": dict(space="mlp", n_hidden=2, width=8, batch_size=304, epochs=2, w_lr=0.05,
-                      retrain_epochs=2, retrain_batch=304, retrain_optimizer="adam",
-                      retrain_lr=0.01, random_samples=2, threads=1),
-    },
-    "mnist": {
-        # A subset and few epochs: the notebook's default run on 2 CPU cores.
-        "default": dict(space="mlp", subset=3000, n_hidden=2, width=64, batch_size=250,
-                        epochs=6, w_lr=0.05, arch_lr=3e-3, retrain_epochs=8, retrain_batch=128,
-                        retrain_optimizer="adam", retrain_lr=1e-3, retrain_weight_decay=0.0,
-                        random_samples=3, threads=1),
-        "smoke": dict(space="mlp", subset=256, n_hidden=1, width=8, batch_size=128, epochs=1,
-                      retrain_epochs=1, retrain_batch=128, retrain_optimizer="adam",
-                      retrain_lr=1e-3, random_samples=2, threads=1),
-        # DARTS conv cell for a GPU (device="cuda"): the search on 10,000 training + the 10,000
-        # validation images, the derived network retrained on all 50,000 training images.
-        # Sized without a GPU measurement (2026-11-28, estimate in BENCHMARKS.md): about 2 GPU
-        # hours per seed with lambdas [0.1] and fixed A, 5-6 with the notebook's defaults (two
-        # lambdas, fixed and learned A: learned A is second order). `python
-        # benchmarks/plan_cost.py mnist --profile paper --device cuda` measures it.
-        "paper": dict(space="conv", C=16, layers=5, batch_size=64, search_subset=10000,
-                      epochs=10, retrain_epochs=20, retrain_batch=96, retrain_C=36,
-                      retrain_layers=8, retrain_lr=0.025, cutout=0, drop_path=0.1,
-                      auxiliary_weight=0.4, random_samples=4, threads=4, device="cuda"),
-    },
-}
-# A second search space a profile also runs, beside its main one: a small DARTS-style conv cell
-# on MNIST. Each of its searches costs more than an MLP search on 2 CPU cores, so it runs fewer
-# methods: DARTS first order and relnas (fixed A, first order) per prior, at one lambda ("lam"),
-# no random search and no pruning (the pruning budget comes from the main space).
-CELL_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
-SECOND_SPACE: dict[tuple[str, str], dict[str, Any]] = {
-    # stem stride 2 (14x14 cells), C=8, 3 cells (normal, reduce, reduce), 2 nodes, 4 DARTS ops
-    ("mnist", "default"): dict(space="conv", subset=1000, C=8, layers=3, n_nodes=2,
-                               stem_stride=2, ops=CELL_OPS, batch_size=128, epochs=2, w_lr=0.1,
-                               w_lr_min=0.01, arch_lr=0.05, lam=0.1, retrain_C=8,
-                               retrain_layers=3, retrain_epochs=3, retrain_batch=64,
-                               retrain_optimizer="adam", retrain_lr=1e-2,
-                               retrain_weight_decay=0.0, threads=1),
-    ("mnist", "smoke"): dict(space="conv", subset=64, C=4, layers=3, n_nodes=1, stem_stride=2,
-                             ops=CELL_OPS, batch_size=64, epochs=1, lam=0.1, retrain_C=4,
-                             retrain_layers=3, retrain_epochs=1, retrain_batch=64,
-                             retrain_optimizer="adam", retrain_lr=1e-3, threads=1),
-}
-# The simplex of the relnas rows (an explicit `simplex` override wins): in the MLP DAG the
-# paper's eq. 2, one distribution per vertex over all its incoming (edge, op) pairs, so that
-# edges compete for a vertex; in conv cells the per-edge simplex of DARTS, whose top-2 rule
-# picks the edges (method.md 1). DARTS rows always use their per-edge softmax.
-RELNAS_SIMPLEX = {"mlp": "vertex", "conv": "edge"}
-EXPERTS_FOR = {("boston", "mlp"): ("mlp",), ("mnist", "mlp"): ("lenet300", "lenet5"),
-               ("mnist", "conv"): ("lenet300", "lenet5"), ("cifar10", "conv"): ("darts_v2", "resnet")}
-PRUNED_EXPERT = {"boston": "mlp", "mnist": "lenet300", "cifar10": "resnet"}
-
-
-def method_label(cfg: Config) -> str:
-    """The display name of a config's method (the row of the tables). Searches in a profile's
-    second space (the MNIST small conv cell, ``SECOND_SPACE``) end in " (conv cell)"."""
-    if cfg.method == "expert":
-        return f"Expert {EXPERT_NAMES[cfg.expert]}"
-    if cfg.method == "prune":
-        return f"Magnitude pruning ({EXPERT_NAMES[cfg.expert]})"
-    suffix = CELL_SUFFIX if is_second_space(cfg) else ""
-    if cfg.method == "random":
-        return "Random search" + suffix
-    if cfg.relaxation == "softmax" and cfg.lam == 0:
-        return f"DARTS {'1st' if cfg.order == 1 else '2nd'} order" + suffix
-    name = f"relnas-{cfg.relaxation.capitalize()}"
-    return name + (" + learned A" if cfg.learned_precision else "") + suffix
-
-
-# The fields that tell a second-space search from a search in the same space of another
-# profile (the MNIST `paper` profile's DARTS cell, CIFAR-10).
-_SPACE_FIELDS = ("space", "C", "layers", "n_nodes", "stem_stride", "ops")
-
-
-def is_second_space(cfg: Config) -> bool:
-    """Whether ``cfg`` searches the search space of one of the ``SECOND_SPACE`` entries."""
-    return any(cfg.dataset == dataset and all(getattr(cfg, k) == fields[k] for k in _SPACE_FIELDS)
-               for (dataset, _), fields in SECOND_SPACE.items())
-
-
-# Notebook overrides that also reach the second space; the others (subset, batch_size, lrs, ...)
-# are tuned for the main space and stay there.
-CELL_OVERRIDES = ("epochs", "retrain_epochs", "device", "threads", "deterministic")
+from relnas.profiles import (CELL_OVERRIDES, EXPERTS_FOR, PRUNED_EXPERT, RELNAS_PREFIX,
+                             RELNAS_SIMPLEX, SECOND_SPACE, base_config)
+from relnas.runs import profile_results_dir, row, selected_runs
+from relnas.runs import load_runs  # noqa: F401 (notebook 04_paper imports it from here)
 
 
 def as_list(name: str, value: Any) -> list:
@@ -151,17 +59,6 @@ def _check_grid(seeds: Sequence[int], lambdas: Sequence[float], relaxations: Seq
             raise ConfigError(f"relaxations: {name!r} is not a prior relaxation; allowed: "
                               "'dirichlet', 'gumbel' (softmax is the DARTS baseline, always run)")
 
-
-def base_config(dataset: str, profile: str = "default", **overrides: Any) -> dict[str, Any]:
-    """The profile's fields for ``dataset`` with ``overrides`` (None values are ignored)."""
-    if dataset not in PROFILES:
-        raise ConfigError(f"dataset={dataset!r} has no plans; allowed: {', '.join(PROFILES)}")
-    if profile not in PROFILES[dataset]:
-        raise ConfigError(f"profile={profile!r} is not defined for {dataset}; allowed: "
-                          + ", ".join(PROFILES[dataset]))
-    fields = {"dataset": dataset, **PROFILES[dataset][profile]}
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    return fields
 
 
 def _for_expert(fields: dict[str, Any], expert: str) -> dict[str, Any]:
@@ -227,11 +124,10 @@ def _main_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
 def prune_plan(runs: pd.DataFrame, base: dict[str, Any]) -> list[Config]:
     """Magnitude pruning of the expert to the median parameter count of the relnas models of the
     same seed (each relnas variant at its lambda chosen on validation), one config per seed."""
-    from relnas.report import selected_runs
-
     configs = []
     space = base.get("space", "mlp")
-    relnas = selected_runs(runs[runs["label"].str.startswith("relnas") & (runs["space"] == space)])
+    relnas = selected_runs(runs[runs["label"].str.startswith(RELNAS_PREFIX)
+                                & (runs["space"] == space)])
     for seed, rows in relnas.groupby("seed"):
         budget = int(statistics.median(rows["params"]))
         expert = PRUNED_EXPERT[base["dataset"]]
@@ -295,31 +191,6 @@ def _progress(items, enabled: bool, total: int):
     from tqdm.auto import tqdm
     return tqdm(items, desc="runs", total=total)
 
-
-def row(result: dict[str, Any]) -> dict[str, Any]:
-    """One runs-table row from a stored result."""
-    cfg, m = make_config(**result["config"]), result["metrics"]
-    return {"dataset": cfg.dataset, "method": cfg.method, "label": method_label(cfg),
-            "space": cfg.space, "relaxation": cfg.relaxation if cfg.method == "search" else "",
-            "lam": cfg.lam, "learned_precision": cfg.learned_precision, "order": cfg.order,
-            "seed": cfg.seed, "metric": m["metric"], "valid_metric": m["valid_metric"],
-            "test_metric": m["test_metric"], "test_exact_acc": m.get("test_exact_acc", math.nan),
-            "params": m["params"], "search_time_s": m["search_time_s"],
-            "retrain_time_s": m["retrain_time_s"], "total_time_s": m["total_time_s"],
-            "device": m["device"], "run_dir": str(result["dir"])}
-
-
-def profile_results_dir(profile: str, results_dir: str | Path | None = None) -> str | Path | None:
-    """Where the runs of ``profile`` are stored: ``results_dir`` when given; else the results
-    root (``$RELNAS_RESULTS`` or ``results/``) for the default profile and its subfolder named
-    after the profile for the others, so that a ``paper`` or ``smoke`` run never lands beside
-    the default runs (whose tables would refuse the mix, see :func:`load_runs`)."""
-    known = sorted({name for profiles in PROFILES.values() for name in profiles})
-    if profile not in known:
-        raise ConfigError(f"profile={profile!r} is not defined; allowed: {', '.join(known)}")
-    if results_dir is not None or profile == "default":
-        return results_dir
-    return store.results_root() / profile
 
 
 def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
@@ -398,37 +269,3 @@ def _stored_method(run_dir: Path) -> str | None:
     config = run_dir / store.CONFIG
     return store.read_json(config).get("method") if config.is_file() else None
 
-
-def load_runs(dataset: str | None = None, results_dir: str | Path | None = None, *,
-              allow_mixed: bool = False) -> pd.DataFrame:
-    """Every finished run stored under the results root (and the read-only roots).
-
-    Tables average the seeds of a (dataset, method label, lambda); two stored configurations
-    with the same label, lambda and seed (say an earlier run with other epochs in the same
-    folder) would be averaged together silently, so they are refused with the folders to look
-    at, unless ``allow_mixed``.
-    """
-    results = store.ResultsStore(results_dir)
-    rows, seen = [], set()
-    for root in [results.root, *results.read_roots]:
-        pattern = f"{dataset}/*/metrics.json" if dataset else "*/*/metrics.json"
-        for metrics in sorted(root.glob(pattern)):
-            if metrics.parent.name in seen or store.read_json(metrics).get("status") != "ok":
-                continue
-            seen.add(metrics.parent.name)
-            rows.append(row(store.load_run(metrics.parent)))
-    runs = pd.DataFrame(rows)
-    if not allow_mixed and not runs.empty:
-        keys = ["dataset", "label", "lam", "seed"]
-        clash = runs[runs.duplicated(keys, keep=False)].sort_values(keys)
-        if not clash.empty:
-            first = clash.iloc[0]
-            dirs = clash[(clash[keys] == first[keys]).all(axis=1)]["run_dir"].tolist()
-            raise ConfigError(
-                f"the results folders hold {len(clash)} runs that share a method, lambda and seed "
-                f"with another configuration, e.g. {first['label']!r} (lambda {first['lam']}, seed "
-                f"{first['seed']}) in {', '.join(dirs)}; their tables would average different "
-                "configurations. Keep one configuration per results folder (results_dir=... for a "
-                "variant), delete the older run folders (for the notebooks' default-profile runs "
-                "`python -m relnas stale --delete` finds them), or pass allow_mixed=True")
-    return runs

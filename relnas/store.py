@@ -13,6 +13,8 @@ Every file is written to a temporary name in the same folder and renamed over th
 ``metrics.json`` carries ``status``: only ``"ok"`` counts as a cache hit; a run marked
 ``"failed"`` is recomputed on the next call.
 
+Tables and figures go to ``figures_dir()`` (``$RELNAS_FIGURES``), through the same atomic writes.
+
 Reads can fall through to read-only roots (``read_roots``): ``make test`` points the write
 root at a temporary folder and reads the committed ``results/`` so that notebooks hit the
 cache without ever writing over committed results.
@@ -33,9 +35,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-METRICS = "metrics.json"
-CONFIG = "config.json"
-HISTORY = "history.csv"
+# The files of a run folder (see the layout above)
+METRICS, CONFIG, HISTORY = "metrics.json", "config.json", "history.csv"
+GENOTYPE, TRAJECTORY, PRECISIONS = "genotype.json", "trajectory.json", "precisions.json"
 
 
 class RunLockedError(RuntimeError):
@@ -104,6 +106,25 @@ def results_root(root: str | os.PathLike | None = None) -> Path:
         return Path(root)
     env = os.environ.get("RELNAS_RESULTS")
     return Path(env) if env else REPO_ROOT / "results"
+
+
+def figures_dir(folder: str | os.PathLike | None = None) -> Path:
+    """Where figures go: ``folder``, else ``$RELNAS_FIGURES``, else ``<repo>/figures``."""
+    if folder is not None:
+        return Path(folder)
+    env = os.environ.get("RELNAS_FIGURES")
+    return Path(env) if env else REPO_ROOT / "figures"
+
+
+def tables_dir(folder: str | os.PathLike | None = None) -> Path:
+    """Where tables go: ``folder``, else ``figures_dir() / "tables"``."""
+    return Path(folder) if folder is not None else figures_dir() / "tables"
+
+
+def check_file_name(name: str) -> None:
+    """Refuse a table or figure name with folders in it (or a hidden one)."""
+    if not name or os.sep in name or "/" in name or name.startswith("."):
+        raise ValueError(f"a file name without folders is needed, got {name!r}")
 
 
 def read_roots_from_env() -> list[Path]:

@@ -1,20 +1,31 @@
-"""One ``train_one_epoch`` / ``evaluate`` pair shared by the search and the retraining.
+"""Training: one ``train_one_epoch`` / ``evaluate`` pair shared by the search and the
+retraining, the data of a run (``Task``) and the resumable training of a network (``fit``).
 
 ``train_one_epoch`` drives any step function (a bilevel search step or a plain supervised step)
 over one pass of batches, averages what the steps report and stops on the first non-finite
 number with a message naming the epoch, the step and the quantity. ``evaluate`` computes the
 task's loss and metric (regression: MSE / RMSE; classification: cross-entropy / accuracy).
+``fit`` trains a network for a number of epochs with a cosine learning rate, one checkpoint per
+epoch (``relnas.runtime.Phase``).
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Mapping
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from relnas import data as rdata
+from relnas.config import Config
 from relnas.data import batches
+from relnas.genotype import Genotype
+from relnas.nets import build_network
+from relnas.runtime import Phase
 
 REGRESSION, CLASSIFICATION = "regression", "classification"
 
@@ -169,3 +180,117 @@ def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y
     if task == REGRESSION:
         return {"loss": mean, "rmse": math.sqrt(mean) * target_scale}
     return {"loss": mean, "acc": correct / max(n, 1)}
+
+
+# ----------------------------------------------------------------------------- a run's data
+class Task:
+    """The data of one run on its device, with a standardized target for regression."""
+
+    def __init__(self, cfg: Config, device: torch.device):
+        # RELNAS_DOWNLOAD=1 (set by `make reproduce`): fetch missing files with torchvision.
+        splits = rdata.load(cfg.dataset, seed=cfg.seed, valid_fraction=cfg.valid_fraction or None,
+                            subset=cfg.subset or None, device=device,
+                            download=os.environ.get("RELNAS_DOWNLOAD") == "1")
+        self.splits = splits
+        self.kind = CLASSIFICATION if splits.n_classes else REGRESSION
+        self.scale = 1.0
+        self.sets = {"train": splits.train, "valid": splits.valid, "test": splits.test}
+        if self.kind == REGRESSION:  # train on (y - mean) / std; report RMSE in MEDV units
+            mean, std = splits.target_mean, splits.target_std
+            self.sets = {k: (x, (y - mean) / std) for k, (x, y) in self.sets.items()}
+            self.scale = std
+        self.metric = "rmse" if self.kind == REGRESSION else "acc"
+        self.loss_fn = loss_function(self.kind)
+        self.search_subset = cfg.search_subset
+
+    @property
+    def n_train(self) -> int:
+        return len(self.sets["train"][0])
+
+    def search_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``split`` ("train" or "valid") as the search sees it: its first ``search_subset``
+        examples (the splits are already shuffled by seed), or all of it."""
+        x, y = self.sets[split]
+        n = self.search_subset or len(x)
+        return x[:n], y[:n]
+
+    def evaluate(self, forward: Callable, split: str, mask: torch.Tensor | None = None) -> dict:
+        x, y = self.sets[split]
+        if mask is not None:
+            x, y = x[mask], y[mask]
+        return evaluate(forward, x, y, task=self.kind, target_scale=self.scale)
+
+
+# ----------------------------------------------------------------------------- retraining
+def derived_options(cfg: Config) -> dict[str, Any]:
+    """Build options of a retrained DARTS cell network (``relnas.nets.ConvNet``)."""
+    return dict(C=cfg.retrain_C, layers=cfg.retrain_layers, stem_multiplier=cfg.stem_multiplier,
+                stem_stride=cfg.stem_stride,
+                auxiliary=cfg.auxiliary_weight > 0, drop_path_prob=cfg.drop_path)
+
+
+def build_derived(cfg: Config, genotype: Genotype) -> nn.Module:
+    if genotype.space == "mlp":
+        return build_network(genotype)
+    return build_network(genotype, **derived_options(cfg))
+
+
+def fit(model: nn.Module, cfg: Config, task: Task, run_dir: Path, tag: str, epochs: int, *,
+        masks: dict[str, torch.Tensor] | None = None, progress: bool = False,
+        checkpoint_interval: float = 0.0, test: bool = True,
+        train: tuple[torch.Tensor, torch.Tensor] | None = None
+        ) -> tuple[dict[str, float], list[dict], float]:
+    """Train ``model`` from its current state for ``epochs`` (cosine LR), resumable.
+
+    ``train``: the (x, y) to train on (default: the task's train split).
+    Returns (valid and, if ``test``, test metrics; history rows; seconds).
+    """
+    params = model.parameters()
+    if cfg.retrain_optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.retrain_lr, momentum=cfg.w_momentum,
+                              weight_decay=cfg.retrain_weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.retrain_lr, weight_decay=cfg.retrain_weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    phase = Phase(run_dir, tag, progress, checkpoint_interval)
+    modules = {"model": model, "optimizer": opt, "scheduler": sched}
+    phase.restore(modules)
+    x, y = task.sets["train"] if train is None else train
+    for epoch in phase.epochs(epochs):
+        start = time.perf_counter()
+        if hasattr(model, "drop_path_prob"):  # DARTS: linear ramp of the drop-path probability
+            model.drop_path_prob = cfg.drop_path * epoch / epochs
+        step = supervised_step(model, opt, task.loss_fn, grad_clip=cfg.grad_clip,
+                               aux_weight=cfg.auxiliary_weight, cutout_size=cfg.cutout,
+                               generator=epoch_generator(cfg.seed, epoch, 3), masks=masks)
+        data = batches(x, y, cfg.retrain_batch, shuffle=True,
+                       generator=epoch_generator(cfg.seed, epoch, 2))
+        stats = train_one_epoch(step, data, epoch=epoch + 1)  # 1-based, as in history.csv
+        sched.step()
+        model.eval()
+        trained = time.perf_counter()
+        valid = task.evaluate(model, "valid")
+        phase.end_epoch({"train_loss": stats["loss"], "valid_loss": valid["loss"],
+                         f"valid_{task.metric}": valid[task.metric],
+                         "lr": sched.get_last_lr()[0]},
+                        (start, trained, time.perf_counter()), epochs, modules)
+    if cfg.precise_bn:  # deterministic given the weights, so a resumed run gets the same numbers
+        start = time.perf_counter()
+        recalibrate_batchnorm(model, x, y, batch_size=cfg.retrain_batch)
+        phase.elapsed += time.perf_counter() - start
+    model.eval()
+    return final_metrics(model, task, test=test), phase.history, phase.elapsed
+
+
+def final_metrics(forward: Callable, task: Task, test: bool = True) -> dict[str, float]:
+    valid = task.evaluate(forward, "valid")
+    out = {"valid_metric": valid[task.metric], "valid_loss": valid["loss"]}
+    if not test:  # model selection (random-search candidates): the test set stays unseen
+        return out
+    result = task.evaluate(forward, "test")
+    out.update(test_metric=result[task.metric], test_loss=result["loss"])
+    exact = getattr(task.splits, "exact", None)
+    if exact is not None:
+        out["test_exact_acc"] = task.evaluate(forward, "test", mask=exact)["acc"]
+    return out
+

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from relnas import experiment, phases, plans
+from relnas import experiment, plans, runtime, train
 from relnas.config import Config, ConfigError, make_config
 from relnas.plans import as_list, plan, run_experiment
 
@@ -23,8 +23,8 @@ def _guard(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("compute started although the input is invalid")
 
-    for module, name in [(experiment, "compute"), (experiment, "Task"), (phases, "Task"),
-                         (phases, "setup"), (plans, "run")]:
+    for module, name in [(experiment, "compute"), (train, "Task"), (runtime, "setup"),
+                         (plans, "run")]:
         monkeypatch.setattr(module, name, forbidden)
 
 

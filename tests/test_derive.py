@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from relnas import ops
-from relnas.derive import (Genotype, build_network, connected, count_parameters, derive,
-                           edge_relevance, genotype_from_supernet, load_from_supernet, prune,
-                           relevance, relevance_by_edge)
+from relnas.derive import (connected, derive, edge_relevance, genotype_from_supernet,
+                           load_from_supernet, prune, relevance, relevance_by_edge)
+from relnas.genotype import Genotype
+from relnas.nets import build_network, count_parameters
 from relnas.space import ConvSupernet, MLPSupernet, one_hot_weights, uniform_weights
 
 F64 = torch.float64

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from relnas.derive import Genotype
+from relnas.genotype import Genotype
 from relnas.experiment import run
 
 TINY_CONV = dict(dataset="mnist", space="conv", subset=64, C=2, layers=3, n_nodes=2,
@@ -51,7 +51,8 @@ def test_lenet5_expert_trains(tmp_path, data_dir, monkeypatch):
 
 
 def test_every_profile_plans_valid_configs():
-    from relnas.plans import PROFILES, plan
+    from relnas.plans import plan
+    from relnas.profiles import PROFILES
 
     for dataset, profiles in PROFILES.items():
         for profile in profiles:
@@ -86,7 +87,8 @@ def test_recompute_ignores_stale_checkpoints(tmp_path):
 
 
 def test_mnist_default_plans_the_conv_cell_beside_the_mlp_dag():
-    from relnas.plans import method_label, plan
+    from relnas.plans import plan
+    from relnas.profiles import method_label
 
     configs = plan("mnist", seeds=[0, 1], lambdas=[0.1, 1.0])
     cell = [c for c in configs if c.space == "conv"]
@@ -120,7 +122,8 @@ def test_mnist_default_plans_the_conv_cell_beside_the_mlp_dag():
 def test_pruning_budget_comes_from_the_main_space_only():
     import pandas as pd
 
-    from relnas.plans import base_config, prune_plan
+    from relnas.plans import prune_plan
+    from relnas.profiles import base_config
 
     def row(label, space, params, lam=0.1):
         return dict(dataset="mnist", label=label, space=space, seed=0, lam=lam, params=params,
@@ -135,23 +138,23 @@ def test_pruning_budget_comes_from_the_main_space_only():
 def test_conv_nets_run_channels_last_on_the_cpu_with_the_same_outputs():
     import torch
 
-    from relnas import experts
-    from relnas.phases import place
+    from relnas.nets import build_expert
+    from relnas.runtime import place
 
     torch.manual_seed(0)
-    net = experts.build_expert("lenet5", (1, 28, 28), 10).double()
+    net = build_expert("lenet5", (1, 28, 28), 10).double()
     x = torch.randn(3, 1, 28, 28, dtype=torch.float64)
     before = net(x)
     placed = place(net, torch.device("cpu"))
     assert placed.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(placed(x), before)
-    mlp = place(experts.build_expert("lenet300", (1, 28, 28), 10), torch.device("cpu"))
+    mlp = place(build_expert("lenet300", (1, 28, 28), 10), torch.device("cpu"))
     assert all(p.is_contiguous() for p in mlp.parameters())
 
 
 def test_load_runs_refuses_two_configurations_under_one_label(tmp_path):
     from relnas.config import ConfigError
-    from relnas.plans import load_runs
+    from relnas.runs import load_runs
 
     config = dict(dataset="boston", n_hidden=1, width=4, epochs=1, retrain_epochs=1, threads=1)
     run(config, results_dir=tmp_path)
@@ -164,8 +167,7 @@ def test_load_runs_refuses_two_configurations_under_one_label(tmp_path):
 
 def test_each_profile_other_than_default_has_its_own_results_folder(tmp_path, monkeypatch):
     from relnas.config import ConfigError
-    from relnas.plans import profile_results_dir
-    from relnas.report import profile_name
+    from relnas.runs import profile_name, profile_results_dir
 
     monkeypatch.setenv("RELNAS_RESULTS", str(tmp_path / "results"))
     assert profile_results_dir("default") is None  # the store's root: $RELNAS_RESULTS
@@ -177,11 +179,11 @@ def test_each_profile_other_than_default_has_its_own_results_folder(tmp_path, mo
 
 
 def test_search_subset_limits_the_search_data_not_the_retraining(tmp_path, monkeypatch):
-    from relnas import phases
+    from relnas import train
     from relnas.bilevel import BilevelOptimizer
 
     batches, fitted = [], []
-    real_step, real_fit = BilevelOptimizer.step, phases.fit
+    real_step, real_fit = BilevelOptimizer.step, train.fit
 
     def step(self, train, valid, **kw):
         batches.append(len(train[0]))
@@ -193,7 +195,7 @@ def test_search_subset_limits_the_search_data_not_the_retraining(tmp_path, monke
         return real_fit(model, cfg, task, run_dir, tag, epochs, **kw)
 
     monkeypatch.setattr(BilevelOptimizer, "step", step)
-    monkeypatch.setattr(phases, "fit", fit)
+    monkeypatch.setattr(train, "fit", fit)
     base = dict(dataset="boston", n_hidden=1, width=4, epochs=1, retrain_epochs=1,
                 batch_size=64, retrain_batch=64, random_samples=1, threads=1)
     whole = run(base, results_dir=tmp_path)
@@ -213,7 +215,7 @@ def test_paper_profile_runs_every_method_end_to_end_at_toy_width(tmp_path, data_
     """The MNIST paper profile as it is (5 search cells, 8 retrain cells on 28x28 with the
     auxiliary head and drop-path, search_subset), only the widths, images and epochs cut: every
     method's path of the GPU runs, on the CPU."""
-    from relnas.phases import Task
+    from relnas.train import Task
     from relnas.plans import plan
 
     monkeypatch.setenv("RELNAS_DATA", str(data_dir))

@@ -37,6 +37,29 @@ def test_notebook_is_thin_and_parameterized(name):
     assert any("nbval-check-output" in c.metadata.get("tags", []) for c in cells)
 
 
+@pytest.mark.parametrize("name", ["01_boston", "02_mnist", "04_paper"])
+def test_every_relnas_name_a_notebook_uses_exists(name):
+    """The notebooks' imports from relnas, and the attributes they read of an imported module
+    (``report.savefig``), resolve: moving code inside relnas must keep the notebooks' names."""
+    import importlib
+
+    cells = [ast.parse(c.source) for c in _code(nbformat.read(NOTEBOOKS / f"{name}.ipynb",
+                                                                as_version=4))]
+    names = {}
+    for node in (n for tree in cells for n in ast.walk(tree)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("relnas"):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                names[alias.asname or alias.name] = (
+                    getattr(module, alias.name) if hasattr(module, alias.name)
+                    else importlib.import_module(f"{node.module}.{alias.name}"))
+    assert names, f"{name}: no relnas import found"
+    for node in (n for tree in cells for n in ast.walk(tree)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in names and hasattr(names[node.value.id], "__file__"):
+            assert hasattr(names[node.value.id], node.attr), f"{name}: {node.value.id}.{node.attr}"
+
+
 @pytest.fixture
 def scratch(tmp_path, monkeypatch):
     monkeypatch.setenv("RELNAS_RESULTS", str(tmp_path / "results"))

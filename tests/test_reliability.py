@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from relnas import phases
+from relnas import runtime
 from relnas.bilevel import BilevelOptimizer
 from relnas.config import make_config
 from relnas.experiment import run
@@ -82,19 +82,19 @@ def _kill_when_exists(proc: subprocess.Popen, path: Path, timeout: float = 60.0)
 
 def _spy_restore(monkeypatch) -> list:
     """Record (phase tag, resumed?, epoch after restore) of every Phase.restore."""
-    calls, real = [], phases.Phase.restore
+    calls, real = [], runtime.Phase.restore
 
     def spy(self, modules):
         resumed = real(self, modules)
         calls.append((self.tag, resumed, self.epoch))
         return resumed
 
-    monkeypatch.setattr(phases.Phase, "restore", spy)
+    monkeypatch.setattr(runtime.Phase, "restore", spy)
     return calls
 
 
 def strip_times(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k not in phases.EPOCH_TIMES}
+    return {k: v for k, v in row.items() if k not in runtime.EPOCH_TIMES}
 
 
 def assert_same_run(got: dict, want: dict) -> None:
@@ -105,7 +105,7 @@ def assert_same_run(got: dict, want: dict) -> None:
     assert got["metrics"]["status"] == "ok"
     assert len(got["history"]) == len(want["history"])
     for i, (a, b) in enumerate(zip(got["history"], want["history"])):
-        assert set(phases.EPOCH_TIMES) <= set(a)  # per-epoch wall clock: the one difference
+        assert set(runtime.EPOCH_TIMES) <= set(a)  # per-epoch wall clock: the one difference
         assert strip_times(a) == strip_times(b), f"history row {i} differs"
     for name in OUTPUTS:
         if (want["dir"] / name).exists():

@@ -1,4 +1,5 @@
-"""Report: lambda selection on validation, table formatting and files, figures, savefig."""
+"""Reporting (runs, tables, figures, diagnostics): lambda selection on validation, table
+formatting and files, figures, savefig."""
 import json
 import math
 
@@ -11,7 +12,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from relnas import report  # noqa: E402
+from relnas import diagnostics, figures, store, tables  # noqa: E402
+from relnas import runs as rruns  # noqa: E402 (tests name their runs tables `runs`)
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +69,7 @@ def _row(summary, dataset, label):
 
 # ---------------------------------------------------------------------------- tables
 def test_summary_selects_lambda_on_validation_rmse():
-    row = _row(report.summary_table(_runs()), "boston", "relnas-Dirichlet")
+    row = _row(tables.summary_table(_runs()), "boston", "relnas-Dirichlet")
     assert row["lam"] == 0.1  # lower valid rmse; lam=1.0 would have the better test rmse
     assert row["test_mean"] == pytest.approx(3.6)
     assert row["test_std"] == pytest.approx(np.std([3.5, 3.7], ddof=1))
@@ -75,21 +77,21 @@ def test_summary_selects_lambda_on_validation_rmse():
 
 
 def test_summary_selects_lambda_on_validation_acc():
-    row = _row(report.summary_table(_runs()), "mnist", "relnas-Gumbel")
+    row = _row(tables.summary_table(_runs()), "mnist", "relnas-Gumbel")
     assert row["lam"] == 0.1  # higher valid acc; lam=1.0 has the higher test acc
     assert row["test_mean"] == pytest.approx(0.81)
-    shown = report.format_table(report.summary_table(_runs()), "mnist")
+    shown = tables.format_table(tables.summary_table(_runs()), "mnist")
     assert shown.set_index("method").loc["relnas-Gumbel", "test accuracy (%)"] == "81.00 ± 1.41"
 
 
 def test_summary_tie_goes_to_smallest_lambda():
     runs = pd.DataFrame([_run("boston", "search", "relnas-Gumbel", lam, 0, 3.0, t)
                          for lam, t in ((1.0, 1.0), (0.01, 2.0), (0.1, 3.0))])
-    assert report.summary_table(runs)["lam"].item() == 0.01
+    assert tables.summary_table(runs)["lam"].item() == 0.01
 
 
 def test_summary_row_order_and_columns():
-    s = report.summary_table(_runs())
+    s = tables.summary_table(_runs())
     assert list(s["label"]) == [
         "Expert MLP 13-50-50-1", "Random search", "Magnitude pruning", "DARTS 1st order",
         "DARTS 2nd order", "relnas-Dirichlet", "relnas-Dirichlet + learned A",
@@ -101,32 +103,32 @@ def test_summary_row_order_and_columns():
 
 
 def test_format_table_boston_and_exact_column():
-    s = report.summary_table(_runs())
-    boston = report.format_table(s, "boston").set_index("method")
+    s = tables.summary_table(_runs())
+    boston = tables.format_table(s, "boston").set_index("method")
     assert list(boston.columns) == ["test RMSE", "lambda", "params", "search time", "total time",
                                     "device", "seeds"]
     assert boston.loc["relnas-Dirichlet", "test RMSE"] == "3.600 ± 0.141"
     assert boston.loc["relnas-Dirichlet", "lambda"] == "0.1"
     assert boston.loc["Random search", "lambda"] == "—"
     assert boston.loc["Expert MLP 13-50-50-1", "params"] == "3,301"
-    mnist = report.format_table(s, "mnist").set_index("method")
+    mnist = tables.format_table(s, "mnist").set_index("method")
     assert mnist.loc["LeNet-5", "exact test accuracy (%)"] == "98.50 ± 0.71"
-    both = report.format_table(s)
+    both = tables.format_table(s)
     assert list(both.columns[:3]) == ["dataset", "method", "test"]
 
 
 def test_format_helpers():
-    assert report.format_mean_std(3.6, float("nan"), "rmse") == "3.600"
-    assert report.format_seconds(12.34) == "12.3 s"
-    assert report.format_seconds(270) == "4.5 min"
-    assert report.format_seconds(3 * 3600) == "3.0 h"
-    assert report.format_seconds(3 * 86400) == "3.00 d"
-    assert report.format_seconds(float("nan")) == "—"
+    assert tables.format_mean_std(3.6, float("nan"), "rmse") == "3.600"
+    assert tables.format_seconds(12.34) == "12.3 s"
+    assert tables.format_seconds(270) == "4.5 min"
+    assert tables.format_seconds(3 * 3600) == "3.0 h"
+    assert tables.format_seconds(3 * 86400) == "3.00 d"
+    assert tables.format_seconds(float("nan")) == "—"
 
 
 def test_write_table_writes_markdown_and_latex(tmp_path):
-    shown = report.format_table(report.summary_table(_runs()), "mnist")
-    md, tex = report.write_table(shown, "mnist", folder=tmp_path)
+    shown = tables.format_table(tables.summary_table(_runs()), "mnist")
+    md, tex = tables.write_table(shown, "mnist", folder=tmp_path)
     assert (md, tex) == (tmp_path / "mnist.md", tmp_path / "mnist.tex")
     assert "| relnas-Gumbel" in md.read_text() and "81.00 ± 1.41" in md.read_text()
     text = tex.read_text()
@@ -134,39 +136,39 @@ def test_write_table_writes_markdown_and_latex(tmp_path):
     assert r"test accuracy (\%)" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist.md", "mnist.tex"]  # no temps
     with pytest.raises(ValueError):
-        report.write_table(shown, "../escape", folder=tmp_path)
+        tables.write_table(shown, "../escape", folder=tmp_path)
 
 
 def test_tables_and_figures_dirs_follow_env(tmp_path, monkeypatch):
     monkeypatch.setenv("RELNAS_FIGURES", str(tmp_path / "figs"))
-    assert report.figures_dir() == tmp_path / "figs"
-    assert report.tables_dir() == tmp_path / "figs" / "tables"
-    assert report.figures_dir(tmp_path) == tmp_path
+    assert store.figures_dir() == tmp_path / "figs"
+    assert store.tables_dir() == tmp_path / "figs" / "tables"
+    assert store.figures_dir(tmp_path) == tmp_path
     monkeypatch.delenv("RELNAS_FIGURES")
-    assert report.figures_dir() == report.REPO_ROOT / "figures"
+    assert store.figures_dir() == store.REPO_ROOT / "figures"
 
 
 def test_anchors():
-    assert len(report.anchors()) == len(report.PUBLISHED)
-    boston = report.anchors("boston")
+    assert len(tables.anchors()) == len(tables.PUBLISHED)
+    boston = tables.anchors("boston")
     assert list(boston.columns) == ["dataset", "what", "number"]
     assert boston["number"].str.contains("3.02 ± 0.83").any()
-    assert set(report.anchors()["dataset"]) == {"boston", "mnist", "cifar10"}
+    assert set(tables.anchors()["dataset"]) == {"boston", "mnist", "cifar10"}
 
 
 # ---------------------------------------------------------------------------- pareto
 def test_pareto_front_higher_is_better():
     params = [10, 20, 30, 40, 15, 20]
     acc = [0.5, 0.7, 0.6, 0.9, 0.5, 0.7]  # 15: same acc, more params; last: duplicate of 20
-    assert report.pareto_front(params, acc, higher_is_better=True).tolist() == [0, 1, 3]
+    assert figures.pareto_front(params, acc, higher_is_better=True).tolist() == [0, 1, 3]
 
 
 def test_pareto_front_lower_is_better_and_nan():
     params = [10, 20, 30, 40, 15, np.nan]
     rmse = [5.0, 4.0, 4.5, 3.0, 6.0, 1.0]
-    assert report.pareto_front(params, rmse, higher_is_better=False).tolist() == [0, 1, 3]
-    assert report.pareto_front(params, rmse, higher_is_better=True).tolist() == [0, 4]
-    assert report.pareto_front([], [], True).tolist() == []
+    assert figures.pareto_front(params, rmse, higher_is_better=False).tolist() == [0, 1, 3]
+    assert figures.pareto_front(params, rmse, higher_is_better=True).tolist() == [0, 4]
+    assert figures.pareto_front([], [], True).tolist() == []
 
 
 # ---------------------------------------------------------------------------- figures
@@ -178,18 +180,18 @@ def _trajectory(n_epochs=4, edges=((0, 1), (0, 2), (1, 2)), ops=("zero", "identi
 
 
 def test_plot_structure_trajectories():
-    fig = report.plot_structure_trajectories({"relnas-Dirichlet": _trajectory(),
+    fig = diagnostics.plot_structure_trajectories({"relnas-Dirichlet": _trajectory(),
                                               "relnas-Gumbel": _trajectory(6)})
     assert isinstance(fig, Figure)
     assert len(fig.axes) == 3 * 2  # edges x labels
     assert all(len(ax.lines) == 3 for ax in fig.axes)  # one line per op
     assert fig.axes[1].get_title() == "relnas-Gumbel" and len(fig.axes[1].lines[0].get_xdata()) == 6
-    assert report.trajectory_array(_trajectory(), "dag").shape == (4, 3, 3)
+    assert diagnostics.trajectory_array(_trajectory(), "dag").shape == (4, 3, 3)
 
 
 def test_plot_pareto():
     runs = _runs()
-    fig = report.plot_pareto(runs)
+    fig = figures.plot_pareto(runs)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     boston, mnist = fig.axes
     assert len(boston.collections) == runs[runs.dataset == "boston"]["label"].nunique()
@@ -199,11 +201,11 @@ def test_plot_pareto():
 
 
 def test_plot_genotype_mlp_and_conv():
-    from relnas.derive import Genotype
+    from relnas.genotype import Genotype
     mlp = Genotype("mlp", (("dag", (("linear_relu", 0, 1), ("identity", 1, 2),
                                      ("linear", 0, 2))),), in_dim=13, out_dim=1, width=8,
                    n_hidden=2)
-    fig = report.plot_genotype(mlp)
+    fig = diagnostics.plot_genotype(mlp)
     assert isinstance(fig, Figure) and len(fig.axes) == 1
     texts = {t.get_text() for t in fig.axes[0].texts}
     assert {"linear_relu", "identity", "linear", "$x$", "$h_1$", "$h_2$"} <= texts
@@ -212,7 +214,7 @@ def test_plot_genotype_mlp_and_conv():
     reduce = cell[:2] + (("avg_pool_3x3", 1, 3), ("skip_connect", 2, 3))
     conv = Genotype("conv", (("normal", cell), ("reduce", reduce)), in_dim=3, out_dim=10,
                     n_nodes=2, concat=(2, 3))
-    fig = report.plot_genotype(conv.to_dict())  # the plain JSON form works too
+    fig = diagnostics.plot_genotype(conv.to_dict())  # the plain JSON form works too
     assert [ax.get_title() for ax in fig.axes] == ["normal", "reduce"]
     assert {"sep_conv_3x3", "dil_conv_5x5", "$c_{k}$"} <= {t.get_text() for t in fig.axes[0].texts}
 
@@ -227,7 +229,7 @@ def _history(n=5, seeds=(0,)):
 
 
 def test_plot_collapse():
-    fig = report.plot_collapse({"DARTS 1st order": _history(),
+    fig = diagnostics.plot_collapse({"DARTS 1st order": _history(),
                                 "relnas-Dirichlet": _history(seeds=(0, 1))})
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     assert all(len(ax.lines) == 2 for ax in fig.axes)
@@ -235,7 +237,7 @@ def test_plot_collapse():
 
 
 def test_plot_precisions():
-    fig = report.plot_precisions({"relnas-Dirichlet + learned A": {"0-1": 1e-2, "1-2": 3.0},
+    fig = diagnostics.plot_precisions({"relnas-Dirichlet + learned A": {"0-1": 1e-2, "1-2": 3.0},
                                   "relnas-Gumbel + learned A": {"0-1": 0.5, "1-2": 40.0,
                                                                 "head": 1.0}})
     assert isinstance(fig, Figure) and len(fig.axes) == 1
@@ -243,7 +245,7 @@ def test_plot_precisions():
 
 
 def test_plot_times():
-    fig = report.plot_times(_runs())
+    fig = figures.plot_times(_runs())
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     boston = fig.axes[0]
     assert len(boston.patches) == 2 * 7  # search + retrain per label
@@ -253,15 +255,15 @@ def test_plot_times():
 # ---------------------------------------------------------------------------- savefig, readers
 def test_savefig_writes_png_and_pdf_atomically(tmp_path, monkeypatch):
     monkeypatch.setenv("RELNAS_FIGURES", str(tmp_path / "env"))
-    repo_figures = report.REPO_ROOT / "figures"
+    repo_figures = store.REPO_ROOT / "figures"
     before = sorted(repo_figures.iterdir()) if repo_figures.exists() else None
-    fig = report.plot_collapse({"DARTS 1st order": _history()})
-    paths = report.savefig(fig, "collapse")
+    fig = diagnostics.plot_collapse({"DARTS 1st order": _history()})
+    paths = figures.savefig(fig, "collapse")
     assert paths == [tmp_path / "env" / "collapse.png", tmp_path / "env" / "collapse.pdf"]
     assert paths[0].read_bytes()[:4] == b"\x89PNG" and paths[1].read_bytes()[:4] == b"%PDF"
     assert sorted(p.name for p in (tmp_path / "env").iterdir()) == ["collapse.pdf", "collapse.png"]
     assert not plt.fignum_exists(fig.number)  # closed
-    again = report.savefig(report.plot_collapse({"DARTS 1st order": _history()}), "collapse2",
+    again = figures.savefig(diagnostics.plot_collapse({"DARTS 1st order": _history()}), "collapse2",
                            folder=tmp_path / "arg")
     assert [p.read_bytes() for p in again] == [p.read_bytes() for p in paths]  # deterministic
     after = sorted(repo_figures.iterdir()) if repo_figures.exists() else None
@@ -269,22 +271,22 @@ def test_savefig_writes_png_and_pdf_atomically(tmp_path, monkeypatch):
 
 
 def test_readers(tmp_path):
-    from relnas.derive import Genotype
+    from relnas.genotype import Genotype
     _history().to_csv(tmp_path / "history.csv", index=False)
     (tmp_path / "trajectory.json").write_text(json.dumps(_trajectory()))
     (tmp_path / "precisions.json").write_text(json.dumps({"0-1": 0.5}))
     g = Genotype("mlp", (("dag", (("linear", 0, 1),)),), in_dim=2, out_dim=1, width=4, n_hidden=1)
     (tmp_path / "genotype.json").write_text(g.to_json())
-    assert list(report.read_history(tmp_path)["phase"].unique()) == ["search", "retrain"]
-    assert report.read_trajectory(tmp_path) == _trajectory()
-    assert report.read_precisions(tmp_path) == {"0-1": 0.5}
-    assert report.read_genotype(tmp_path) == g
+    assert list(rruns.read_history(tmp_path)["phase"].unique()) == ["search", "retrain"]
+    assert rruns.read_trajectory(tmp_path) == _trajectory()
+    assert rruns.read_precisions(tmp_path) == {"0-1": 0.5}
+    assert rruns.read_genotype(tmp_path) == g
     runs = pd.DataFrame([_run("boston", "search", "relnas-Gumbel", 0.1, s, 3.0, 3.0)
                          for s in (1, 0)] + [_run("boston", "expert", "Expert", np.nan, 0, 3, 3)])
     runs.loc[runs.seed == 0, "run_dir"] = str(tmp_path)
-    assert report.read_per_label(runs, report.read_precisions) == {
+    assert rruns.read_per_label(runs, rruns.read_precisions) == {
         "Expert": {"0-1": 0.5}, "relnas-Gumbel": {"0-1": 0.5}}
-    assert report.read_per_label(runs, report.read_precisions, seed=1) == {}  # missing files
+    assert rruns.read_per_label(runs, rruns.read_precisions, seed=1) == {}  # missing files
 
 
 def test_import_has_no_side_effects():
@@ -301,11 +303,11 @@ def test_conv_cell_rows_follow_the_main_space_and_take_darker_colours():
     methods = ["search", "search", "search", "search", "expert"]
     relax = ["gumbel", "softmax", "gumbel", "softmax", ""]
     df = pd.DataFrame({"dataset": "mnist", "method": methods, "label": labels, "relaxation": relax})
-    assert report.sort_rows(df)["label"].tolist() == [
+    assert rruns.sort_rows(df)["label"].tolist() == [
         "Expert LeNet-5", "DARTS 1st order", "relnas-Gumbel", "DARTS 1st order (conv cell)",
         "relnas-Gumbel (conv cell)"]
-    colors = report.label_colors(labels)
+    colors = figures.label_colors(labels)
     assert colors["relnas-Gumbel"] != colors["relnas-Gumbel (conv cell)"]
     assert len(set(colors.values())) == len(labels)
-    parts = report.by_space(pd.DataFrame({"space": ["mlp", "mlp", "conv"], "x": [1, 2, 3]}))
+    parts = rruns.by_space(pd.DataFrame({"space": ["mlp", "mlp", "conv"], "x": [1, 2, 3]}))
     assert list(parts) == ["", "_conv"] and parts["_conv"]["x"].tolist() == [3]

@@ -1,0 +1,177 @@
+"""Figures of results: the style, the colour of each method, where figures go, and the plots
+of the runs table (Pareto fronts, times). The search diagnostics are in ``relnas.diagnostics``.
+
+Plot functions take plain data (a runs DataFrame, see ``relnas.runs``; dicts read from run
+folders) and return a matplotlib ``Figure`` without saving it; ``savefig`` alone decides where
+and how a figure is written. Nothing happens on import: ``set_style`` applies the seaborn theme
+when a plot function runs. In a notebook ``savefig`` closes the figure, so end the cell with
+``fig`` to display it.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from relnas import store
+from relnas.config import DATASETS
+from relnas.profiles import PRUNE_LABEL, RANDOM_LABEL, darts_label, label_base, relnas_label
+from relnas.runs import sort_rows
+from relnas.tables import metric_name, summary_table
+
+# Fixed slots of seaborn's "colorblind" palette, so that a method keeps its colour in every
+# figure (a relaxation in blues or reds, with or without learned A); other labels (the expert
+# models) take the free slots in order of appearance.
+LABEL_COLOR_SLOTS = {relnas_label("dirichlet", False): 0, relnas_label("dirichlet", True): 9,
+                     relnas_label("gumbel", False): 3, relnas_label("gumbel", True): 1,
+                     darts_label(1): 2, darts_label(2): 5, RANDOM_LABEL: 7, PRUNE_LABEL: 4}
+FREE_COLOR_SLOTS = (6, 8)
+
+
+def set_style() -> None:
+    """The one theme of every relnas figure."""
+    import seaborn as sns
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind",
+                  rc={"figure.dpi": 100, "legend.frameon": False})
+
+
+def _color_slot(label: str) -> tuple[int, bool] | None:
+    """``(slot, conv cell)`` of a known method label: a search in the conv cell of a dataset
+    whose main space is the MLP DAG ("... (conv cell)") takes the darker shade of its method."""
+    base, cell = label_base(label)
+    return (LABEL_COLOR_SLOTS[base], cell) if base in LABEL_COLOR_SLOTS else None
+
+
+def label_colors(labels: Sequence[str]) -> dict[str, tuple]:
+    """A colour per label, the same in every figure for the known method labels."""
+    import seaborn as sns
+    palette, dark = sns.color_palette("colorblind", 10), sns.color_palette("dark", 10)
+    others = [l for l in dict.fromkeys(labels) if _color_slot(l) is None]
+    extra = sns.color_palette("pastel", max(len(others) - len(FREE_COLOR_SLOTS), 0))
+    free = [palette[i] for i in FREE_COLOR_SLOTS] + extra
+    out = {}
+    for l in labels:
+        known = _color_slot(l)
+        if known is None:
+            out[l] = free[others.index(l)]
+        else:
+            out[l] = (dark if known[1] else palette)[known[0]]
+    return out
+
+
+def subplots(nrows: int = 1, ncols: int = 1, **kw):
+    """``plt.subplots`` in the relnas style, ``axes`` always 2-d."""
+    import matplotlib.pyplot as plt
+    set_style()
+    return plt.subplots(nrows, ncols, squeeze=False, **kw)
+
+
+def legend_right(fig, ax_or_axes) -> None:
+    """One legend for the figure, right of the axes, from the first axes' handles."""
+    axes = np.ravel(ax_or_axes)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+
+
+def savefig(fig, name: str, folder: str | os.PathLike | None = None,
+            formats: Sequence[str] = ("png", "pdf"), dpi: int = 150) -> list[Path]:
+    """The only writer of figures: ``<relnas.store.figures_dir(folder)>/<name>.<fmt>`` for each
+    format, each written atomically (``relnas.store.atomic_write_bytes``); dates and software
+    versions are left out of the files so that a rerun gives the same bytes. Closes ``fig``."""
+    import matplotlib.pyplot as plt
+    store.check_file_name(name)
+    out = store.figures_dir(folder)
+    metadata = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None,
+                                                   "CreationDate": None}}
+    paths = []
+    try:
+        for fmt in formats:
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata.get(fmt))
+            paths.append(store.atomic_write_bytes(out / f"{name}.{fmt}", buf.getvalue()))
+    finally:
+        plt.close(fig)
+    return paths
+
+
+def pareto_front(params: Sequence[float], metric: Sequence[float], higher_is_better: bool
+                 ) -> np.ndarray:
+    """Indices of the non-dominated points, by increasing ``params``: no other point has at most
+    as many params and a strictly better metric, or fewer params and an equal one. NaNs are
+    skipped; of exact duplicates the first index is kept. ``params``, ``metric``: ``(n,)``."""
+    p, m = np.asarray(params, dtype=float), np.asarray(metric, dtype=float)
+    loss = -m if higher_is_better else m
+    ok = np.flatnonzero(~(np.isnan(p) | np.isnan(loss)))
+    order = ok[np.lexsort((ok, loss[ok], p[ok]))]  # params, then best metric, then index
+    front, best = [], np.inf
+    for i in order:
+        if loss[i] < best:
+            front.append(i)
+            best = loss[i]
+    return np.asarray(front, dtype=int)
+
+
+def plot_pareto(runs: pd.DataFrame, front_over: str = "config"):
+    """Test metric vs params of the derived model (log x), a panel per dataset: each run a
+    point coloured by label; the Pareto front as a step line, over the seed means of each
+    (label, lam) configuration (``front_over="config"``) or over single runs (``"runs"``)."""
+    datasets = [d for d in DATASETS if d in set(runs["dataset"])] + sorted(
+        set(runs["dataset"]) - set(DATASETS))
+    fig, axes = subplots(1, len(datasets), figsize=(4.2 * len(datasets) + 2.2, 3.4))
+    colors = label_colors(sort_rows(runs)["label"].unique())
+    for ax, dataset in zip(axes[0], datasets):
+        df = sort_rows(runs[runs["dataset"] == dataset])
+        acc = (df["metric"] == "acc").all()
+        scale = 100.0 if acc else 1.0
+        for label, g in df.groupby("label", sort=False):
+            ax.scatter(g["params"], scale * g["test_metric"], s=18, alpha=0.7,
+                       color=colors[label], label=label)
+        pts = df if front_over == "runs" else df.groupby(
+            ["label", "lam"], dropna=False)[["params", "test_metric"]].mean()
+        idx = pareto_front(pts["params"], pts["test_metric"], higher_is_better=acc)
+        front = pts.iloc[idx]
+        ax.step(front["params"], scale * front["test_metric"], where="post", color="k", lw=1,
+                marker="o", ms=3, label="Pareto front")
+        ax.set(xscale="log", xlabel="parameters of the derived model", title=dataset,
+               ylabel=metric_name("acc" if acc else "rmse"))
+    handles = {}
+    for ax in axes[0]:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    handles["Pareto front"] = handles.pop("Pareto front")
+    fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def _time_unit(seconds: float) -> tuple[str, float]:
+    if not seconds or seconds < 120:
+        return "s", 1.0
+    return ("min", 60.0) if seconds < 7200 else ("h", 3600.0)
+
+
+def plot_times(runs: pd.DataFrame):
+    """Mean search and retrain time per label (stacked horizontal bars), a panel per dataset,
+    titled with the device(s) that ran it. ``runs``: the runs DataFrame (times are taken at the
+    selected ``lam``) or a ``summary_table``."""
+    summary = runs if "test_mean" in runs else summary_table(runs)
+    datasets = list(dict.fromkeys(summary["dataset"]))
+    rows = [int((summary["dataset"] == d).sum()) + 2 for d in datasets]  # bars + title, axis
+    fig, axes = subplots(len(datasets), 1, figsize=(7.0, 0.32 * sum(rows) + 0.5),
+                         gridspec_kw={"height_ratios": rows})
+    for ax, dataset in zip(axes[:, 0], datasets):
+        df = summary[summary["dataset"] == dataset]
+        search, retrain = df["search_time_s"].fillna(0.0), df["retrain_time_s"].fillna(0.0)
+        unit, div = _time_unit((search + retrain).max())
+        y = np.arange(len(df))
+        ax.barh(y, search / div, color="C0", label="search")
+        ax.barh(y, retrain / div, left=search / div, color="C1", label="retrain")
+        ax.set(yticks=y, yticklabels=df["label"], xlabel=f"mean wall time ({unit})",
+               title=f"{dataset} — {'; '.join(sorted(set(df['device'])))}")
+        ax.invert_yaxis()
+    legend_right(fig, axes[0, 0])
+    return fig

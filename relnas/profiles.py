@@ -1,0 +1,147 @@
+"""Profile data: what each dataset runs at each scale, and the display name of each method.
+
+A profile (``default``, ``smoke``, ``paper``) gives per dataset the config fields that differ
+from ``relnas.config.Config``; ``SECOND_SPACE`` adds a second search space a profile also runs.
+``method_label`` names the method of a config (the row of the tables, the legend of the
+figures); every label string is made here, and the tables and figures read labels only through
+the names below (``CELL_SUFFIX``, ``RELNAS_PREFIX``, ``label_base``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from relnas.config import Config, ConfigError
+
+EXPERT_NAMES = {"mlp": "MLP 13-50-50-1", "lenet300": "LeNet-300-100", "lenet5": "LeNet-5",
+                "darts_v2": "DARTS_V2 cell", "resnet": "ResNet-20"}
+
+# Profiles: the fields that differ from relnas.config.Config per dataset and scale.
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "boston": {
+        # Full protocol of the notebook on 2 CPU cores in about 3 minutes: full-batch search.
+        # arch_lr 3e-3 instead of DARTS' 3e-4: 200 structure steps instead of ~20k.
+        "default": dict(space="mlp", n_hidden=2, width=50, batch_size=64, epochs=40,
+                        w_lr=0.05, w_lr_min=0.005, arch_lr=3e-3, weight_decay=1e-3,
+                        retrain_epochs=200, retrain_batch=304, retrain_optimizer="adam",
+                        retrain_lr=0.01, retrain_weight_decay=1e-4, random_samples=4, threads=1),
+        "smoke": dict(space="mlp", n_hidden=2, width=8, batch_size=304, epochs=2, w_lr=0.05,
+                      retrain_epochs=2, retrain_batch=304, retrain_optimizer="adam",
+                      retrain_lr=0.01, random_samples=2, threads=1),
+    },
+    "mnist": {
+        # A subset and few epochs: the notebook's default run on 2 CPU cores.
+        "default": dict(space="mlp", subset=3000, n_hidden=2, width=64, batch_size=250,
+                        epochs=6, w_lr=0.05, arch_lr=3e-3, retrain_epochs=8, retrain_batch=128,
+                        retrain_optimizer="adam", retrain_lr=1e-3, retrain_weight_decay=0.0,
+                        random_samples=3, threads=1),
+        "smoke": dict(space="mlp", subset=256, n_hidden=1, width=8, batch_size=128, epochs=1,
+                      retrain_epochs=1, retrain_batch=128, retrain_optimizer="adam",
+                      retrain_lr=1e-3, random_samples=2, threads=1),
+        # DARTS conv cell for a GPU (device="cuda"): the search on 10,000 training + the 10,000
+        # validation images, the derived network retrained on all 50,000 training images.
+        # Sized without a GPU measurement (2026-11-28, estimate in BENCHMARKS.md): about 2 GPU
+        # hours per seed with lambdas [0.1] and fixed A, 5-6 with the notebook's defaults (two
+        # lambdas, fixed and learned A: learned A is second order). `python
+        # benchmarks/plan_cost.py mnist --profile paper --device cuda` measures it.
+        "paper": dict(space="conv", C=16, layers=5, batch_size=64, search_subset=10000,
+                      epochs=10, retrain_epochs=20, retrain_batch=96, retrain_C=36,
+                      retrain_layers=8, retrain_lr=0.025, cutout=0, drop_path=0.1,
+                      auxiliary_weight=0.4, random_samples=4, threads=4, device="cuda"),
+    },
+}
+# A second search space a profile also runs, beside its main one: a small DARTS-style conv cell
+# on MNIST. Each of its searches costs more than an MLP search on 2 CPU cores, so it runs fewer
+# methods: DARTS first order and relnas (fixed A, first order) per prior, at one lambda ("lam"),
+# no random search and no pruning (the pruning budget comes from the main space).
+CELL_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
+SECOND_SPACE: dict[tuple[str, str], dict[str, Any]] = {
+    # stem stride 2 (14x14 cells), C=8, 3 cells (normal, reduce, reduce), 2 nodes, 4 DARTS ops
+    ("mnist", "default"): dict(space="conv", subset=1000, C=8, layers=3, n_nodes=2,
+                               stem_stride=2, ops=CELL_OPS, batch_size=128, epochs=2, w_lr=0.1,
+                               w_lr_min=0.01, arch_lr=0.05, lam=0.1, retrain_C=8,
+                               retrain_layers=3, retrain_epochs=3, retrain_batch=64,
+                               retrain_optimizer="adam", retrain_lr=1e-2,
+                               retrain_weight_decay=0.0, threads=1),
+    ("mnist", "smoke"): dict(space="conv", subset=64, C=4, layers=3, n_nodes=1, stem_stride=2,
+                             ops=CELL_OPS, batch_size=64, epochs=1, lam=0.1, retrain_C=4,
+                             retrain_layers=3, retrain_epochs=1, retrain_batch=64,
+                             retrain_optimizer="adam", retrain_lr=1e-3, threads=1),
+}
+# The simplex of the relnas rows (an explicit `simplex` override wins): in the MLP DAG the
+# paper's eq. 2, one distribution per vertex over all its incoming (edge, op) pairs, so that
+# edges compete for a vertex; in conv cells the per-edge simplex of DARTS, whose top-2 rule
+# picks the edges (method.md 1). DARTS rows always use their per-edge softmax.
+RELNAS_SIMPLEX = {"mlp": "vertex", "conv": "edge"}
+EXPERTS_FOR = {("boston", "mlp"): ("mlp",), ("mnist", "mlp"): ("lenet300", "lenet5"),
+               ("mnist", "conv"): ("lenet300", "lenet5"), ("cifar10", "conv"): ("darts_v2", "resnet")}
+PRUNED_EXPERT = {"boston": "mlp", "mnist": "lenet300", "cifar10": "resnet"}
+
+
+def base_config(dataset: str, profile: str = "default", **overrides: Any) -> dict[str, Any]:
+    """The profile's fields for ``dataset`` with ``overrides`` (None values are ignored)."""
+    if dataset not in PROFILES:
+        raise ConfigError(f"dataset={dataset!r} has no plans; allowed: {', '.join(PROFILES)}")
+    if profile not in PROFILES[dataset]:
+        raise ConfigError(f"profile={profile!r} is not defined for {dataset}; allowed: "
+                          + ", ".join(PROFILES[dataset]))
+    fields = {"dataset": dataset, **PROFILES[dataset][profile]}
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return fields
+
+
+def profile_names() -> list[str]:
+    """Every profile defined for some dataset, sorted."""
+    return sorted({name for profiles in PROFILES.values() for name in profiles})
+
+
+# The fields that tell a second-space search from a search in the same space of another
+# profile (the MNIST `paper` profile's DARTS cell, CIFAR-10).
+_SPACE_FIELDS = ("space", "C", "layers", "n_nodes", "stem_stride", "ops")
+
+
+def is_second_space(cfg: Config) -> bool:
+    """Whether ``cfg`` searches the search space of one of the ``SECOND_SPACE`` entries."""
+    return any(cfg.dataset == dataset and all(getattr(cfg, k) == fields[k] for k in _SPACE_FIELDS)
+               for (dataset, _), fields in SECOND_SPACE.items())
+
+
+# Notebook overrides that also reach the second space; the others (subset, batch_size, lrs, ...)
+# are tuned for the main space and stay there.
+CELL_OVERRIDES = ("epochs", "retrain_epochs", "device", "threads", "deterministic")
+
+
+# ---------------------------------------------------------------------------- method labels
+CELL_SUFFIX = " (conv cell)"  # searches in a profile's second space (the MNIST conv cell)
+RELNAS_PREFIX = "relnas-"  # the searches with a prior (lambda applies to them only)
+RANDOM_LABEL, PRUNE_LABEL = "Random search", "Magnitude pruning"
+
+
+def darts_label(order: int) -> str:
+    return f"DARTS {'1st' if order == 1 else '2nd'} order"
+
+
+def relnas_label(relaxation: str, learned_precision: bool) -> str:
+    return RELNAS_PREFIX + relaxation.capitalize() + (" + learned A" if learned_precision else "")
+
+
+def method_label(cfg: Config) -> str:
+    """The display name of a config's method (the row of the tables). Searches in a profile's
+    second space (the MNIST small conv cell, ``SECOND_SPACE``) end in " (conv cell)"."""
+    if cfg.method == "expert":
+        return f"Expert {EXPERT_NAMES[cfg.expert]}"
+    if cfg.method == "prune":
+        return f"{PRUNE_LABEL} ({EXPERT_NAMES[cfg.expert]})"
+    suffix = CELL_SUFFIX if is_second_space(cfg) else ""
+    if cfg.method == "random":
+        return RANDOM_LABEL + suffix
+    if cfg.relaxation == "softmax" and cfg.lam == 0:
+        return darts_label(cfg.order) + suffix
+    return relnas_label(cfg.relaxation, cfg.learned_precision) + suffix
+
+
+def label_base(label: str) -> tuple[str, bool]:
+    """``(method, conv cell)`` of a label: without the conv-cell suffix, and a pruning label
+    without its expert's name (``PRUNE_LABEL``)."""
+    cell = label.endswith(CELL_SUFFIX)
+    base = label[:-len(CELL_SUFFIX)] if cell else label
+    return (PRUNE_LABEL if base.startswith(PRUNE_LABEL) else base), cell

@@ -1,0 +1,240 @@
+"""Relaxations of the structure and their structural priors R(Gamma) (method.md 3).
+
+A :class:`Relaxation` is a small strategy: per-group parameters ``theta (..., K)`` -> weights on
+the simplex (``sample``, ``mean``, ``mode``) and the prior term ``regularizer``; temperature is
+an argument, not state. ``relnas.relax.Architecture`` owns theta and applies a relaxation.
+
+==========  ======================================  =========================================
+name        gamma                                   R(Gamma)
+==========  ======================================  =========================================
+softmax     softmax(theta) (deterministic)          0, or the entropy of softmax(theta)
+gumbel      Concrete(theta, tau) sample             -log p(gamma) or MC KL(q || p), p = Concrete(phi)
+dirichlet   Dirichlet(beta) sample, beta(theta)     -log p(gamma) or KL(Dir(beta) || p), p = Dir(alpha)
+==========  ======================================  =========================================
+
+The prior ``p`` is a *size prior* (method.md 3) when ``cost_strength`` s > 0: its parameters come
+from each (edge, op)'s cost ``c`` in [0, 1] (parameters over the most on the edge, see
+``ArchSpec.cost``), so that cheap ops get more prior mass: Concrete logits ``phi = -s c``,
+Dirichlet concentrations ``alpha = beta0 + s (1 - c)``. With ``s = 0`` the prior is symmetric
+over ops (DrNAS' ``Dir(beta0)``, a uniform Concrete) and only sharpens or flattens the structure.
+``prior="logp"`` is the paper's product of probabilities ``-log p(gamma)`` at the drawn gamma.
+
+The prior strength lambda is applied by the bilevel optimizer (``lam * R``), not here.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor
+from torch.distributions import Dirichlet as DirichletDist
+from torch.distributions import kl_divergence
+from torch.nn import functional as F
+
+
+class Relaxation:
+    """Strategy: per-group parameters ``theta (..., K)`` -> structure weights on the simplex.
+
+    ``sample`` returns ``(gamma, latent)``: the reparameterized weights and the raw draw the
+    regularizer is evaluated at (log-space for Gumbel). ``regularizer`` sums over groups.
+    """
+
+    name = "base"
+    stochastic = False
+    has_regularizer = False
+
+    def sample(self, theta: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def mean(self, theta: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def mode(self, theta: Tensor) -> Tensor:
+        """One-hot of ``argmax_k mean(theta)_k`` per group."""
+        mean = self.mean(theta)
+        return F.one_hot(mean.argmax(-1), mean.shape[-1]).to(mean.dtype)
+
+    def regularizer(self, theta: Tensor, latent: Tensor, *, temperature: float,
+                    entry_ops: Sequence[Sequence[str]], entry_cost: Tensor | None = None) -> Tensor:
+        """``R`` summed over the groups of one bucket; ``entry_ops`` / ``entry_cost`` give each
+        entry's op name and cost in [0, 1], shape ``(G, K)`` like ``theta`` (None: all 0)."""
+        return theta.new_zeros(())
+
+
+def _cost_like(theta: Tensor, entry_cost: Tensor | None) -> Tensor:
+    return theta.new_zeros(theta.shape) if entry_cost is None else entry_cost.to(theta)
+
+
+class Softmax(Relaxation):
+    """DARTS: ``gamma = softmax(theta)``, no noise; ``temperature`` is not used.
+
+    ``regularizer="entropy"``: ``R = sum_g H(softmax(theta_g))`` (pushes towards one-hot);
+    ``"none"``: no structural prior (then a nonzero lambda is refused by the optimizer).
+    """
+
+    name = "softmax"
+
+    def __init__(self, regularizer: str = "none"):
+        if regularizer not in ("none", "entropy"):
+            raise ValueError(f"regularizer must be 'none' or 'entropy', got {regularizer!r}")
+        self.kind = regularizer
+        self.has_regularizer = regularizer != "none"
+
+    def sample(self, theta, temperature):
+        gamma = torch.softmax(theta, -1)
+        return gamma, gamma
+
+    def mean(self, theta):
+        return torch.softmax(theta, -1)
+
+    def regularizer(self, theta, latent, *, temperature, entry_ops, entry_cost=None):
+        if self.kind == "none":
+            return theta.new_zeros(())
+        return -(torch.softmax(theta, -1) * torch.log_softmax(theta, -1)).sum()
+
+
+class Gumbel(Relaxation):
+    """Concrete / Gumbel-Softmax (Maddison et al. 2017, Jang et al. 2017).
+
+    ``y = log_softmax((theta + g) / tau)``, ``g ~ Gumbel(0, 1)``, ``gamma = exp(y)``. ``mean`` is
+    ``softmax(theta)``, the categorical the Concrete tends to as ``tau -> 0``.
+    ``prior="kl"``: ``R = log q(y) - log p(y)``, a one-sample MC estimate of KL(q || p) at the very
+    draw used in the forward pass, ``q = ExpConcrete(theta, tau)``, ``p = ExpConcrete(phi, tau)``
+    (KL is invariant to the log map, so it is computed in log space for stability).
+    ``prior="logp"``: ``R = -log p(gamma)``, the Concrete density on the simplex,
+    ``log p(gamma) = log p_Y(y) - sum_k y_k``. Prior logits ``phi = prior_logits[op] - s c``:
+    ``prior_logits`` per op name (None or a missing op = 0) and the size term of
+    ``cost_strength`` s times the entry's cost ``c``.
+    """
+
+    name = "gumbel"
+    stochastic = True
+    has_regularizer = True
+
+    def __init__(self, prior: str = "kl", prior_logits: Mapping[str, float] | None = None,
+                 cost_strength: float = 0.0):
+        if prior not in ("kl", "logp"):
+            raise ValueError(f"prior must be 'kl' or 'logp', got {prior!r}")
+        if cost_strength < 0:
+            raise ValueError(f"cost_strength must be >= 0, got {cost_strength}")
+        self.prior, self.cost_strength = prior, cost_strength
+        self.prior_logits = dict(prior_logits or {})
+
+    def prior_params(self, entry_ops: Sequence[Sequence[str]], entry_cost: Tensor) -> Tensor:
+        """The prior's logits ``phi``, shape ``(G, K)``."""
+        phi = entry_cost.new_tensor([[self.prior_logits.get(op, 0.0) for op in row]
+                                     for row in entry_ops])
+        return phi - self.cost_strength * entry_cost
+
+    # Written out rather than through torch.distributions.ExpRelaxedCategorical (the same draws
+    # from the same RNG, the same density; tests compare both): the distribution objects cost
+    # more than the arithmetic in the small searches, where this runs at every step.
+    @staticmethod
+    def log_density(logits: Tensor, y: Tensor, temperature: float) -> Tensor:
+        """``log q(y)`` of the ExpConcrete(logits, tau) (Maddison et al. 2017, eq. in B.1);
+        invariant to a constant added to the logits, so they need not be normalized."""
+        k = logits.shape[-1]
+        score = logits - temperature * y
+        score = (score - score.logsumexp(-1, keepdim=True)).sum(-1)
+        return score + (math.lgamma(k) + (k - 1) * math.log(temperature))
+
+    def sample(self, theta, temperature):
+        finfo = torch.finfo(theta.dtype)
+        u = torch.rand(theta.shape, dtype=theta.dtype, device=theta.device)
+        gumbels = -(-(u.clamp(finfo.eps, 1 - finfo.eps).log())).log()
+        scores = (theta + gumbels) / temperature
+        y = scores - scores.logsumexp(-1, keepdim=True)
+        return y.exp(), y
+
+    def mean(self, theta):
+        return torch.softmax(theta, -1)
+
+    def regularizer(self, theta, latent, *, temperature, entry_ops, entry_cost=None):
+        phi = self.prior_params(entry_ops, _cost_like(theta, entry_cost))
+        log_p = self.log_density(phi.expand_as(theta), latent, temperature)
+        if self.prior == "kl":
+            return (self.log_density(theta, latent, temperature) - log_p).sum()
+        return -(log_p - latent.sum(-1)).sum()
+
+
+class Dirichlet(Relaxation):
+    """Dirichlet relaxation (DrNAS, Chen et al. 2021): ``gamma ~ Dir(beta)`` by pathwise rsample.
+
+    ``beta = softplus(theta) + eps`` (``concentration="softplus"``) or ``elu(theta) + 1 + eps``
+    (``"elu1"``, DrNAS); ``mean = beta / sum_k beta_k``; ``temperature`` is not used.
+    Prior ``Dir(alpha)``, ``alpha = beta0 + s (1 - c)`` per entry (``cost_strength`` s, cost c);
+    ``prior="kl"``: ``R = sum_g KL(Dir(beta_g) || Dir(alpha_g))`` in closed form (DrNAS with
+    s = 0; ``beta0 < 1`` favours sparse structure); ``"logp"``: ``R = -log Dir(gamma; alpha)``.
+    """
+
+    name = "dirichlet"
+    stochastic = True
+    has_regularizer = True
+
+    # eps = 1e-4 keeps beta > 0 where softplus / elu underflow (our choice, no published value).
+    def __init__(self, beta0: float = 0.5, concentration: str = "softplus", eps: float = 1e-4,
+                 prior: str = "kl", cost_strength: float = 0.0):
+        if concentration not in ("softplus", "elu1"):
+            raise ValueError(f"concentration must be 'softplus' or 'elu1', got {concentration!r}")
+        if beta0 <= 0:
+            raise ValueError(f"beta0 must be > 0, got {beta0}")
+        if prior not in ("kl", "logp"):
+            raise ValueError(f"prior must be 'kl' or 'logp', got {prior!r}")
+        if cost_strength < 0:
+            raise ValueError(f"cost_strength must be >= 0, got {cost_strength}")
+        self.beta0, self.concentration, self.eps = beta0, concentration, eps
+        self.prior, self.cost_strength = prior, cost_strength
+
+    def prior_params(self, entry_ops: Sequence[Sequence[str]], entry_cost: Tensor) -> Tensor:
+        """The prior's concentrations ``alpha``, shape ``(G, K)``."""
+        return self.beta0 + self.cost_strength * (1.0 - entry_cost)
+
+    def beta(self, theta: Tensor) -> Tensor:
+        if self.concentration == "softplus":
+            return F.softplus(theta) + self.eps
+        return F.elu(theta) + 1.0 + self.eps
+
+    def sample(self, theta, temperature):
+        gamma = DirichletDist(self.beta(theta), validate_args=False).rsample()
+        return gamma, gamma
+
+    def mean(self, theta):
+        beta = self.beta(theta)
+        return beta / beta.sum(-1, keepdim=True)
+
+    def regularizer(self, theta, latent, *, temperature, entry_ops, entry_cost=None):
+        alpha = self.prior_params(entry_ops, _cost_like(theta, entry_cost))
+        p = DirichletDist(alpha.expand_as(theta), validate_args=False)
+        if self.prior == "logp":
+            # clamp: an rsample can round a coordinate to 0 in float32 (log 0 = -inf)
+            tiny = torch.finfo(latent.dtype).tiny
+            return -p.log_prob(latent.clamp_min(tiny)).sum()
+        q = DirichletDist(self.beta(theta), validate_args=False)
+        return kl_divergence(q, p).sum()
+
+
+RELAXATIONS: dict[str, type[Relaxation]] = {"softmax": Softmax, "gumbel": Gumbel,
+                                            "dirichlet": Dirichlet}
+
+
+def make_relaxation(name: str, **options) -> Relaxation:
+    """The relaxation registered as ``name``, built with its own keyword ``options``."""
+    if name not in RELAXATIONS:
+        raise ValueError(f"unknown relaxation {name!r}; allowed: {', '.join(RELAXATIONS)}")
+    return RELAXATIONS[name](**options)
+
+
+def temperature(epoch: int, epochs: int, start: float = 1.0, end: float = 0.1,
+                kind: str = "exp") -> float:
+    """Gumbel temperature at ``epoch`` in ``0 .. epochs-1``: ``start`` at the first epoch, ``end``
+    at the last. ``exp``: ``start * (end/start)^t``; ``linear``: ``start + (end-start) t``;
+    ``constant``: ``start``; ``t = epoch / (epochs - 1)``. Defaults 1.0 -> 0.1: method.md 3."""
+    if kind not in ("exp", "linear", "constant"):
+        raise ValueError(f"kind must be 'exp', 'linear' or 'constant', got {kind!r}")
+    t = min(max(epoch / max(epochs - 1, 1), 0.0), 1.0)
+    if kind == "exp":
+        return start * (end / start) ** t
+    if kind == "linear":
+        return start + (end - start) * t
+    return start

@@ -1,0 +1,153 @@
+"""What every phase of a run needs around the math: the environment, placement, checkpoints.
+
+``setup`` seeds and configures torch once per run and returns the device; ``place`` puts a module
+on it. Every phase (the bilevel search, each training of a network) keeps a :class:`Phase`: after
+every epoch it saves the full state into the run folder (weights, structure, precisions,
+optimizers, schedulers, epoch, RNG states, history, elapsed time), atomically; rerunning the same
+config resumes from there. The data order of an epoch depends only on (seed, epoch), so a resumed
+run replays exactly what the uninterrupted run would have done.
+"""
+from __future__ import annotations
+
+import io
+import os
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from relnas import store
+from relnas.config import Config, resolve_device
+
+# Wall-clock columns of history.csv (the only ones that differ between identical runs)
+EPOCH_TIMES = ("train_s", "eval_s")
+
+
+# ----------------------------------------------------------------------------- environment
+def setup(cfg: Config) -> torch.device:
+    """Seeds, threads and the determinism switch; returns the device. Call before building."""
+    torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:  # cuBLAS is deterministic only with this workspace (read at its start)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = not cfg.deterministic
+        torch.backends.cudnn.deterministic = cfg.deterministic
+    seed_everything(cfg.seed)
+    return torch.device(resolve_device(cfg.device))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu ({model}, {torch.get_num_threads()} threads)"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    store.atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def place(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` on ``device``. On the CPU a module with 2-d convolutions takes the channels-last
+    memory format: a search step of the MNIST conv cell was about 20 % faster that way here, a
+    LeNet-5 run about 45 % (BENCHMARKS.md); on CUDA the default layout stays until measured."""
+    module = module.to(device)
+    if device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in module.modules()):
+        module = module.to(memory_format=torch.channels_last)
+    return module
+
+
+# ----------------------------------------------------------------------------- phases
+class Phase:
+    """Bookkeeping of one resumable phase: checkpoint path, history rows, elapsed seconds."""
+
+    def __init__(self, run_dir: Path, tag: str, progress: bool = False, interval: float = 0.0):
+        self.path = Path(run_dir) / f"checkpoint_{tag}.pt"
+        self.tag, self.progress, self.interval = tag, progress, interval
+        self.epoch, self.history, self.elapsed, self.extra = 0, [], 0.0, {}
+        self._saved_at = time.monotonic()
+
+    def restore(self, modules: dict[str, Any]) -> bool:
+        """Load modules/optimizers/schedulers (by name) and RNG states; True when resumed."""
+        state = load_checkpoint(self.path)
+        if state is None:
+            return False
+        for name, obj in modules.items():
+            obj.load_state_dict(state["modules"][name])
+        set_rng_state(state["rng"])
+        self.epoch, self.history = state["epoch"], state["history"]
+        self.elapsed, self.extra = state["elapsed"], state.get("extra", {})
+        return True
+
+    def save(self, modules: dict[str, Any], *, last: bool = False) -> None:
+        """Checkpoint after an epoch: every epoch (``interval`` 0), else when ``interval``
+        seconds have passed since the last save, and always after the last epoch."""
+        if not last and time.monotonic() - self._saved_at < self.interval:
+            return
+        self._saved_at = time.monotonic()
+        save_checkpoint(self.path, {
+            "modules": {name: obj.state_dict() for name, obj in modules.items()},
+            "rng": rng_state(), "epoch": self.epoch, "history": self.history,
+            "elapsed": self.elapsed, "extra": self.extra})
+
+    def epochs(self, total: int):
+        rng = range(self.epoch, total)
+        if not self.progress:
+            return rng
+        from tqdm.auto import tqdm
+        return tqdm(rng, desc=self.tag, initial=self.epoch, total=total, leave=False)
+
+    def end_epoch(self, row: dict[str, Any], times: tuple[float, float, float], total: int,
+                  modules: dict[str, Any]) -> None:
+        """Book the epoch just finished: ``times`` = (start, end of training, end of
+        validation) by ``time.perf_counter``; appends ``{"phase", "epoch", **row, "train_s",
+        "eval_s"}`` to the history, adds the seconds and checkpoints (``save``)."""
+        start, trained, end = times
+        self.elapsed += end - start
+        self.epoch += 1
+        self.history.append({"phase": self.tag, "epoch": self.epoch, **row,
+                             **dict(zip(EPOCH_TIMES, (trained - start, end - trained)))})
+        self.save(modules, last=self.epoch == total)

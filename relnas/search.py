@@ -1,0 +1,145 @@
+"""The bilevel search (method.md 2-3): build the supernet, search, discretize.
+
+:func:`search` reads top to bottom like a training script: the supernet, the architecture (the
+owner of the structural parameters), the weight prior and the bilevel optimizer are built, then
+each epoch alternates weight and structure steps over the search data (``BilevelOptimizer.step``
+on a training and a validation batch), evaluates the supernet at the mean structure weights and
+logs the collapse diagnostics; the state is checkpointed after every epoch (``runtime.Phase``).
+At the end the mean structure weights are discretized into a ``Genotype``.
+"""
+from __future__ import annotations
+
+import time
+from itertools import cycle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from relnas import data as rdata
+from relnas import derive
+from relnas.bilevel import BilevelOptimizer, WeightPrior
+from relnas.config import Config
+from relnas.genotype import Genotype
+from relnas.relax import Architecture, collapse_stats, edge_weights, make_relaxation, temperature
+from relnas.runtime import Phase, place
+from relnas.space import ArchSpec, ConvSupernet, MLPSupernet
+from relnas.train import Task, derived_options, epoch_generator, train_one_epoch
+
+
+def build_supernet(cfg: Config, task: Task) -> nn.Module:
+    in_shape, out_dim = task.splits.in_shape, task.splits.out_dim
+    if cfg.space == "mlp":
+        n_in = int(np.prod(in_shape))
+        return MLPSupernet(n_in, out_dim, cfg.n_hidden, cfg.width, op_names=cfg.op_names)
+    return ConvSupernet(in_shape[0], out_dim, C=cfg.C, layers=cfg.layers, n_nodes=cfg.n_nodes,
+                        stem_multiplier=cfg.stem_multiplier, op_names=cfg.op_names,
+                        stem_stride=cfg.stem_stride)
+
+
+def discretize(cfg: Config, net: nn.Module, weights: dict[str, torch.Tensor]) -> Genotype:
+    """The genotype of ``weights``: per vertex with ``simplex="vertex"`` (the ``top_k`` pairs,
+    default 1, or those of mass >= ``keep_mass``), per edge otherwise (``cfg.top_k`` 0: the
+    space's default rule; method.md 1); pruned when ``cfg`` asks for a relevance threshold or a
+    parameter budget."""
+    genotype = derive.genotype_from_supernet(net, weights, top_k=cfg.top_k or "auto",
+                                             simplex=cfg.simplex,
+                                             threshold=cfg.keep_mass or None)
+    if cfg.prune_threshold > 0 or cfg.param_budget > 0:
+        relevance = derive.relevance_by_edge(net.arch_spec(), weights)
+        options = {} if cfg.space == "mlp" else derived_options(cfg)
+        genotype = derive.prune(genotype, relevance, threshold=cfg.prune_threshold or None,
+                                param_budget=cfg.param_budget or None, **options)
+    return genotype
+
+
+def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progress: bool = False,
+           checkpoint_interval: float = 0.0
+           ) -> tuple[Genotype, dict[str, Any], list[dict], float]:
+    """The bilevel search (method.md 2-3); returns (genotype, extras, history, seconds)."""
+    net = place(build_supernet(cfg, task), device)
+    size_prior = {"prior": cfg.prior_form, "cost_strength": cfg.prior_cost}
+    options = {"dirichlet": {"beta0": cfg.beta0, "concentration": cfg.concentration,
+                             **size_prior},
+               "gumbel": size_prior, "softmax": {}}[cfg.relaxation]
+    arch = Architecture(net.arch_spec(), relaxation=make_relaxation(cfg.relaxation, **options),
+                        simplex=cfg.simplex,
+                        generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+    (xt, yt), (xv, yv) = task.search_split("train"), task.search_split("valid")
+    prior = WeightPrior.from_weight_decay(net.weight_groups(), weight_decay=cfg.weight_decay,
+                                          n_train=len(xt),
+                                          learned=cfg.learned_precision).to(device)
+    opt = BilevelOptimizer(
+        net, arch, prior, task.loss_fn, n_train=len(xt), w_lr=cfg.w_lr,
+        w_momentum=cfg.w_momentum, w_grad_clip=cfg.grad_clip, arch_lr=cfg.arch_lr,
+        arch_betas=(cfg.arch_beta1, cfg.arch_beta2), arch_weight_decay=cfg.arch_weight_decay,
+        prior_lr=cfg.precision_lr, lam=cfg.lam, order=cfg.order, hvp=cfg.hvp, xi=cfg.xi,
+        hard=cfg.hard, fd_eps=cfg.fd_eps, n_valid=len(xv))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt.w_optimizer, T_max=cfg.epochs,
+                                                       eta_min=cfg.w_lr_min)
+    modules = {"net": net, "arch": arch, "prior": prior, "w_optimizer": opt.w_optimizer,
+               "arch_optimizer": opt.arch_optimizer, "scheduler": sched}
+    phase = Phase(run_dir, "search", progress, checkpoint_interval)
+    phase.restore(modules)
+    phase.extra.setdefault("trajectory", [])
+    phase.extra.setdefault("start", decisiveness(arch))
+    for epoch in phase.epochs(cfg.epochs):
+        start = time.perf_counter()
+        net.train()  # the end-of-epoch evaluation below switches BatchNorm to eval mode
+        tau = temperature(epoch, cfg.epochs, cfg.tau_start, cfg.tau_end, cfg.tau_schedule)
+        train = rdata.batches(xt, yt, cfg.batch_size, shuffle=True,
+                              generator=epoch_generator(cfg.seed, epoch, 0))
+        valid = cycle(list(rdata.batches(xv, yv, cfg.batch_size, shuffle=True,
+                                         generator=epoch_generator(cfg.seed, epoch, 1))))
+        stats = train_one_epoch(lambda pair: opt.step(pair[0], pair[1], temperature=tau),
+                                zip(train, valid), epoch=epoch + 1)
+        sched.step()
+        net.eval()
+        trained = time.perf_counter()
+        with torch.no_grad():
+            mean = {k: w.detach() for k, w in arch.mean().items()}
+        evaluation = task.evaluate(lambda x: net(x, mean), "valid")
+        phase.extra["trajectory"].append(edge_weights(arch))
+        phase.end_epoch({"tau": tau, "lr": sched.get_last_lr()[0], **stats,
+                         "valid_loss": evaluation["loss"], **_collapse_row(arch)},
+                        (start, trained, time.perf_counter()), cfg.epochs, modules)
+    with torch.no_grad():
+        mean = {k: w.detach().cpu() for k, w in arch.mean().items()}
+    genotype = discretize(cfg, net, mean)
+    extras = {"precisions": prior.precisions(),
+              "decisiveness": {**{f"{k}_start": v for k, v in phase.extra["start"].items()},
+                               **{f"{k}_end": v for k, v in decisiveness(arch).items()}},
+              "trajectory": _trajectory(net.arch_spec(), phase.extra["trajectory"])}
+    return genotype, extras, phase.history, phase.elapsed
+
+
+def decisiveness(arch: Architecture) -> dict[str, float]:
+    """How far the structure has decided: ``entropy_norm`` of the mean structure (what is
+    discretized) in [0, 1], the expected normalized entropy of draws (``sample_entropy_norm``:
+    for the Dirichlet the mean can stay spread while draws are sparse), and the margins of
+    the leading entry per simplex group (``margin_min``, ``margin_median``). The draws use a
+    fixed generator state of their own, so the search's random stream is left as it was."""
+    stats = collapse_stats(arch)
+    device = next(arch.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        sample = arch.sample_entropy(n=16) / max(arch.max_entropy(), 1e-12)
+    return {"entropy_norm": stats["entropy_norm"], "sample_entropy_norm": sample,
+            "margin_min": stats["margin_min"], "margin_median": stats["margin_median"]}
+
+
+def _collapse_row(arch: Architecture) -> dict[str, float]:
+    """Collapse diagnostics of one epoch: entropy of the structure distribution (total and per
+    kind) and the number of edges whose leading op is parameter-free (total and per kind)."""
+    stats = collapse_stats(arch)
+    free = [v for k, v in stats.items() if k.startswith("param_free/")]
+    return {"entropy": stats["entropy/total"], "param_free_edges": sum(free), **stats}
+
+
+def _trajectory(specs: dict[str, ArchSpec], epochs: list) -> dict[str, Any]:
+    """``trajectory.json``: the edges and op names of each kind, the weights of each epoch."""
+    return {"kinds": {k: {"edges": [list(e) for e in s.edges], "op_names": list(s.op_names)}
+                      for k, s in specs.items()},
+            "epochs": epochs}
