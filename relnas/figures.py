@@ -28,8 +28,9 @@ from relnas.tables import metric_name, summary_table
 # models) take the free slots in order of appearance.
 LABEL_COLOR_SLOTS = {relnas_label("dirichlet", False): 0, relnas_label("dirichlet", True): 9,
                      relnas_label("gumbel", False): 3, relnas_label("gumbel", True): 1,
+                     relnas_label("dirichlet", False, 2): 6, relnas_label("gumbel", False, 2): 8,
                      darts_label(1): 2, darts_label(2): 5, RANDOM_LABEL: 7, PRUNE_LABEL: 4}
-FREE_COLOR_SLOTS = (6, 8)
+FREE_COLOR_SLOTS = ()  # the experts take pastel shades
 
 
 def set_style() -> None:

@@ -39,6 +39,12 @@ def as_list(name: str, value: Any) -> list:
     return [value]
 
 
+# The lambda sweep (method.md 3: log-spaced from "keeps everything" to "keeps the minimum",
+# 0 included), and the lambdas where learned and fixed A are compared.
+LAMBDAS = (0.0, 0.1, 1.0, 10.0, 100.0)
+ARD_LAMBDAS = (1.0,)
+
+
 def _check_grid(seeds: Sequence[int], lambdas: Sequence[float], relaxations: Sequence[str]) -> None:
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -70,19 +76,22 @@ def _for_expert(fields: dict[str, Any], expert: str) -> dict[str, Any]:
 
 def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1, 2, 3, 4),
          relaxations: Sequence[str] = ("dirichlet", "gumbel"),
-         lambdas: Sequence[float] = (0.01, 0.1, 1.0), learned_precision: Sequence[bool] = (False, True),
+         lambdas: Sequence[float] = LAMBDAS, learned_precision: Sequence[bool] = (False, True),
          order: int = 1, include: Sequence[str] = ("expert", "random", "darts", "relnas"),
-         conv_cell: bool = True, **overrides: Any) -> list[Config]:
+         conv_cell: bool = True, ard_lambdas: Sequence[float] = ARD_LAMBDAS,
+         **overrides: Any) -> list[Config]:
     """Every config of one dataset's experiment except pruning (see :func:`prune_plan`); with
     ``conv_cell`` also the profile's second space (``SECOND_SPACE``), after the main one, unless
     ``overrides`` make the main space that same space. ``overrides`` apply to the main space;
     of them ``CELL_OVERRIDES`` (epochs, retrain_epochs, device, threads, deterministic) also
-    to the second space."""
+    to the second space. The prior rows: the ``lambdas`` sweep per relaxation (fixed A, at
+    ``order``), and with ``True`` in ``learned_precision`` learned vs fixed A, both second
+    order, at each of ``ard_lambdas`` (method.md 7: the same hypergradient order)."""
     _check_grid(seeds, lambdas, relaxations)
     if not isinstance(conv_cell, bool):
         raise ConfigError(f"conv_cell must be True or False, got {conv_cell!r}")
     configs = _main_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision, order,
-                         include, overrides)
+                         include, overrides, ard_lambdas)
     second = SECOND_SPACE.get((dataset, profile))
     if conv_cell and second and overrides.get("space") != second["space"]:
         cell = {"dataset": dataset, **second,
@@ -98,7 +107,7 @@ def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1
 
 
 def _main_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision, order, include,
-               overrides) -> list[Config]:
+               overrides, ard_lambdas) -> list[Config]:
     base = base_config(dataset, profile, **overrides)
     configs: list[Config] = []
     for seed in seeds:
@@ -114,11 +123,14 @@ def _main_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
             simplex = one.get("simplex") or RELNAS_SIMPLEX[one.get("space", "mlp")]
             prior_rows = {**one, "simplex": simplex}
             for name in relaxations:
-                for learned in learned_precision:
-                    configs += [make_config(**prior_rows, relaxation=name, lam=float(lam),
-                                            learned_precision=learned,
-                                            order=2 if learned else order) for lam in lambdas]
-    return configs
+                # the lambda sweep (fixed A), then learned vs fixed A at the same order (2)
+                configs += [make_config(**prior_rows, relaxation=name, lam=float(lam),
+                                        order=order) for lam in lambdas]
+                configs += [make_config(**prior_rows, relaxation=name, lam=float(lam),
+                                        learned_precision=learned, order=2)
+                            for lam in ard_lambdas for learned in (False, True)
+                            if True in learned_precision]
+    return list({cfg.to_json(): cfg for cfg in configs}.values())  # a sweep row counted once
 
 
 def prune_plan(runs: pd.DataFrame, base: dict[str, Any]) -> list[Config]:
@@ -194,7 +206,7 @@ def _progress(items, enabled: bool, total: int):
 
 
 def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
-                   relaxations=("dirichlet", "gumbel"), lambdas=(0.01, 0.1, 1.0),
+                   relaxations=("dirichlet", "gumbel"), lambdas=LAMBDAS,
                    learned_precision=(False, True), order: int = 1, conv_cell: bool = True,
                    results_dir=None, progress: bool = False, checkpoint_interval: float = 0.0,
                    workers: int = 1, recompute: bool = False, **overrides: Any) -> pd.DataFrame:
@@ -232,7 +244,7 @@ def _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precis
 
 
 def stale_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
-               relaxations=("dirichlet", "gumbel"), lambdas=(0.01, 0.1, 1.0),
+               relaxations=("dirichlet", "gumbel"), lambdas=LAMBDAS,
                learned_precision=(False, True), order: int = 1, conv_cell: bool = True,
                results_dir=None, **overrides: Any) -> list[Path]:
     """The run folders of ``dataset`` in the results folder that :func:`run_experiment` with

@@ -37,7 +37,13 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
             "test_metric": m["test_metric"], "test_exact_acc": m.get("test_exact_acc", math.nan),
             "params": m["params"], "search_time_s": m["search_time_s"],
             "retrain_time_s": m["retrain_time_s"], "total_time_s": m["total_time_s"],
-            "device": m["device"], "run_dir": str(result["dir"])}
+            "device": m["device"], "run_dir": str(result["dir"]),
+            **{k: m.get(k, math.nan) for k in DECISIVENESS}}
+
+
+# Decisiveness of a search (``relnas.search.decisiveness``), NaN for runs without a search.
+DECISIVENESS = ("entropy_norm_start", "entropy_norm_end", "sample_entropy_norm_end",
+                "margin_median_end")
 
 
 def profile_results_dir(profile: str, results_dir: str | Path | None = None) -> str | Path | None:

@@ -51,7 +51,8 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
 
     Columns: ``dataset, label, method, metric, lam, seeds, valid_mean, valid_std, test_mean,
     test_std, exact_mean, exact_std, params, search_time_s, retrain_time_s, total_time_s,
-    device``. Means over seeds; std is the sample std (ddof=1, NaN for one seed); metrics stay
+    device`` and, when the runs carry it, ``entropy_end`` (mean final normalized entropy of the
+    searched structure). Means over seeds; std is the sample std (ddof=1, NaN for one seed); metrics stay
     raw (acc in [0, 1]); ``params`` the rounded mean; ``device`` the distinct devices, "; "-joined.
     """
     runs = selected_runs(runs).copy()
@@ -67,6 +68,7 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
         params=("params", "mean"), search_time_s=("search_time_s", "mean"),
         retrain_time_s=("retrain_time_s", "mean"), total_time_s=("total_time_s", "mean"),
         device=("device", lambda s: "; ".join(sorted(set(s.dropna().astype(str))))),
+        **({"entropy_end": ("entropy_norm_end", "mean")} if "entropy_norm_end" in runs else {}),
     ).reset_index()
     out["params"] = out["params"].round().astype("Int64")
     out = sort_rows(out).reset_index(drop=True)
@@ -99,7 +101,7 @@ def metric_name(metric: str) -> str:
 
 def format_table(summary: pd.DataFrame, dataset: str | None = None) -> pd.DataFrame:
     """Display strings of ``summary_table``: ``method | test ... | [exact test accuracy (%)] |
-    lambda | params | search time | total time | device | seeds`` (plus ``dataset`` first when
+    lambda | params | [final entropy] | search time | total time | device | seeds`` (plus ``dataset`` first when
     several datasets remain; the test column is then named ``test``)."""
     df = summary if dataset is None else summary[summary["dataset"] == dataset]
     metrics = df["metric"].unique()
@@ -113,6 +115,8 @@ def format_table(summary: pd.DataFrame, dataset: str | None = None) -> pd.DataFr
     swept = df["label"].astype(str).str.startswith(RELNAS_PREFIX)  # lambda: the priors only
     out["lambda"] = ["—" if pd.isna(v) or not s else f"{v:g}" for v, s in zip(df["lam"], swept)]
     out["params"] = ["—" if pd.isna(v) else f"{int(v):,}" for v in df["params"]]
+    if "entropy_end" in df:  # final entropy of the mean structure over its maximum, in [0, 1]
+        out["final entropy"] = ["—" if pd.isna(v) else f"{v:.2f}" for v in df["entropy_end"]]
     out["search time"] = [format_seconds(v) for v in df["search_time_s"]]
     out["total time"] = [format_seconds(v) for v in df["total_time_s"]]
     out["device"] = df["device"].astype(str).values
