@@ -33,30 +33,43 @@ def _ci95(values: Iterable[float]) -> float:
     return 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
 
 
-def sweep(runs: pd.DataFrame) -> pd.DataFrame:
-    """The lambda sweep of the prior rows (fixed A, first order): one row per relaxation and
-    lambda with the median parameter count, the mean test metric and the number of seeds."""
-    rows = runs[(runs["method"] == "search") & (runs["relaxation"] != "softmax")
+def _sweep_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """The prior rows of the lambda sweep: fixed A, first order (one label per relaxation and
+    simplex, e.g. "relnas-Gumbel", "relnas-Gumbel per edge")."""
+    return runs[(runs["method"] == "search") & (runs["relaxation"] != "softmax")
                 & ~runs["learned_precision"].astype(bool) & (runs["order"] == 1)]
+
+
+def sweep(runs: pd.DataFrame) -> pd.DataFrame:
+    """The lambda sweep: one row per sweep label and lambda with the median and mean parameter
+    count, the mean test metric, the mean final normalized entropy and the number of seeds."""
+    rows = _sweep_rows(runs)
+    columns = ["label", "lam", "median_params", "mean_params", "test_metric", "entropy_end",
+               "seeds"]
     if rows.empty:
-        return pd.DataFrame(columns=["relaxation", "lam", "median_params", "test_metric", "seeds"])
-    return (rows.groupby(["relaxation", "lam"])
-            .agg(median_params=("params", "median"), test_metric=("test_metric", "mean"),
+        return pd.DataFrame(columns=columns)
+    if "entropy_norm_end" not in rows:
+        rows = rows.assign(entropy_norm_end=math.nan)
+    return (rows.groupby(["label", "lam"])
+            .agg(median_params=("params", "median"), mean_params=("params", "mean"),
+                 test_metric=("test_metric", "mean"), entropy_end=("entropy_norm_end", "mean"),
                  seeds=("seed", "nunique"))
-            .reset_index().sort_values(["relaxation", "lam"]))
+            .reset_index().sort_values(["label", "lam"])[columns].reset_index(drop=True)
+            .round({"mean_params": 0, "entropy_end": 3}))
 
 
 def size_claim(runs: pd.DataFrame) -> dict[str, str]:
     """Claim 1: the prior reduces the derived model's size and lambda controls how much.
 
-    Per relaxation: reproduced when the median parameter count never rises as lambda grows
-    (at least three lambdas, one of them 0) and the largest lambda keeps at most half the
-    parameters of lambda = 0. Reproduced if that holds for every relaxation, partly if for some.
+    Per sweep (relaxation and simplex): held when the median parameter count never rises as
+    lambda grows (at least three lambdas, one of them 0) and the largest lambda keeps at most
+    half the parameters of lambda = 0. Reproduced if that holds for every sweep, partly if for
+    some.
     """
     table = sweep(runs)
     claim = "1. The structural prior shrinks the derived model; lambda controls how much"
     held, evidence = [], []
-    for name, group in table.groupby("relaxation"):
+    for name, group in table.groupby("label", sort=False):
         medians = [int(v) for v in group["median_params"]]
         lams = list(group["lam"])
         if len(lams) < 3 or lams[0] != 0:
@@ -67,7 +80,8 @@ def size_claim(runs: pd.DataFrame) -> dict[str, str]:
         halved = medians[-1] <= 0.5 * medians[0]
         held.append(monotone and halved)
         evidence.append(f"{name}: median params " + " / ".join(map(str, medians))
-                        + " at lambda " + " / ".join(f"{v:g}" for v in lams)
+                        + " (mean " + " / ".join(f"{v:.0f}" for v in group["mean_params"])
+                        + ") at lambda " + " / ".join(f"{v:g}" for v in lams)
                         + (" (monotone" if monotone else " (not monotone")
                         + (", largest lambda keeps <= half)" if halved
                            else ", largest lambda keeps more than half)"))
@@ -85,15 +99,14 @@ def _verdict(held: list[bool | None]) -> str:
 
 
 def selected(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per relaxation and seed, the prior run (fixed A, first order) whose lambda is best on
+    """Per sweep label and seed, the prior run (fixed A, first order) whose lambda is best on
     validation: the paper's "lambda selected on validation"."""
-    rows = runs[(runs["method"] == "search") & (runs["relaxation"] != "softmax")
-                & ~runs["learned_precision"].astype(bool) & (runs["order"] == 1)]
+    rows = _sweep_rows(runs)
     if rows.empty:
         return rows
     sign = 1 if rows["metric"].iloc[0] == "rmse" else -1
     best = (rows.assign(_score=sign * rows["valid_metric"])
-            .sort_values(["_score", "lam"]).groupby(["relaxation", "seed"]).head(1))
+            .sort_values(["_score", "lam"]).groupby(["label", "seed"]).head(1))
     return best.drop(columns="_score")
 
 
@@ -101,8 +114,8 @@ def accuracy_claim(runs: pd.DataFrame) -> dict[str, str]:
     """Claim 2: at the same size the searched model is at least as accurate as magnitude pruning
     and random search, and near the expert with far fewer parameters.
 
-    The searched model: per relaxation, the lambda selected on validation per seed. Reproduced
-    when, for every relaxation, its mean test metric is at least as good as pruning's and random
+    The searched model: per sweep label, the lambda selected on validation per seed. Reproduced
+    when, for every sweep, its mean test metric is at least as good as pruning's and random
     search's or within their 95 % interval, and it has at most half the expert's parameters with
     a test metric within the expert's 95 % interval or better; partly when some of these hold.
     """
@@ -122,9 +135,9 @@ def accuracy_claim(runs: pd.DataFrame) -> dict[str, str]:
             refs[name] = (sub["test_metric"].mean(), _ci95(sub["test_metric"]),
                           sub["params"].median())
     held, evidence = [], []
-    for name, group in chosen.groupby("relaxation"):
+    for name, group in chosen.groupby("label", sort=False):
         mean, params = group["test_metric"].mean(), group["params"].median()
-        text = f"relnas-{name}: {_fmt(metric, mean)} at {int(params)} params (median)"
+        text = f"{name}: {_fmt(metric, mean)} at {int(params)} params (median)"
         for ref, (ref_mean, ref_ci, ref_params) in refs.items():
             if ref == "expert":
                 ok = params <= 0.5 * ref_params and (
@@ -146,8 +159,9 @@ def relevance_claim(curves: pd.DataFrame | None) -> dict[str, str]:
     ``curves``: columns ``order`` (``mass``, ``precision``, ``magnitude``, ``random``),
     ``retrain`` (bool), ``fraction`` (of parameters removed), ``test_metric``, ``metric``.
     Per retrain setting, the area under each curve (mean metric over the removed fractions);
-    reproduced when a relevance order (mass or precision) is at least as good as both magnitude
-    and random in every setting, partly in some; ``None`` or empty: not tested.
+    each relevance order present (mass; precision when A was learned) holds in a setting when
+    it is at least as good as both magnitude and random there. Reproduced when all hold, partly
+    when some do; ``None`` or empty: not tested.
     """
     claim = "3. Relevance (structure mass, learned A) ranks parameter groups best"
     if curves is None or curves.empty:
@@ -156,10 +170,9 @@ def relevance_claim(curves: pd.DataFrame | None) -> dict[str, str]:
     held, evidence = [], []
     for retrain, group in curves.groupby("retrain"):
         area = group.groupby("order")["test_metric"].mean()
-        best_relevance = min(area.get(o, math.inf) for o in ("mass", "precision")) \
-            if metric == "rmse" else max(area.get(o, -math.inf) for o in ("mass", "precision"))
         others = [area[o] for o in ("magnitude", "random") if o in area]
-        held.append(all(_better(metric, best_relevance, o) for o in others))
+        held += [all(_better(metric, area[o], other) for other in others)
+                 for o in ("mass", "precision") if o in area]
         evidence.append(("with" if retrain else "without") + " retrain: "
                         + ", ".join(f"{o} {_fmt(metric, v)}" for o, v in area.items()))
     return {"claim": claim, "evidence": "; ".join(evidence), "verdict": _verdict(held)}

@@ -176,3 +176,34 @@ def plot_times(runs: pd.DataFrame):
         ax.invert_yaxis()
     legend_right(fig, axes[0, 0])
     return fig
+
+
+RELEVANCE_COLORS = {"mass": 0, "precision": 9, "magnitude": 4, "random": 7}
+
+
+def plot_relevance(curves: pd.DataFrame):
+    """Test metric against the fraction of the (edge, op) groups' parameters removed, one line
+    per removal order (mean over seeds and random repeats, band: min to max over seeds), one
+    panel without and one with the short retrain. ``curves``: ``relnas.relevance.curves``."""
+    import seaborn as sns
+    palette = sns.color_palette("colorblind", 10)
+    fig, axes = subplots(1, 2, figsize=(9.0, 3.4), sharey=True)
+    acc = (curves["metric"] == "acc").all()
+    scale = 100.0 if acc else 1.0
+    for ax, retrain in zip(axes[0], (False, True)):
+        part = curves[curves["retrain"] == retrain]
+        for kind, g in part.groupby("order", sort=False):
+            per_seed = g.groupby(["fraction", "seed"])[["removed_fraction", "test_metric"]].mean()
+            agg = per_seed.groupby("fraction").agg(x=("removed_fraction", "mean"),
+                                                   y=("test_metric", "mean"),
+                                                   lo=("test_metric", "min"),
+                                                   hi=("test_metric", "max"))
+            color = palette[RELEVANCE_COLORS.get(kind, 6)]
+            ax.plot(agg["x"], scale * agg["y"], marker="o", ms=3, color=color, label=kind)
+            ax.fill_between(agg["x"], scale * agg["lo"], scale * agg["hi"], color=color,
+                            alpha=0.15, lw=0)
+        ax.set(xlabel="fraction of the searched groups' parameters removed",
+               ylabel=metric_name("acc" if acc else "rmse"),
+               title="after a short retrain" if retrain else "without retraining")
+    legend_right(fig, axes[0])
+    return fig

@@ -22,7 +22,8 @@ from relnas import store
 from relnas.config import RELAXATIONS, Config, ConfigError, make_config
 from relnas.experiment import check_results_dir, run
 from relnas.profiles import (CELL_OVERRIDES, EXPERTS_FOR, PRUNED_EXPERT, RELNAS_PREFIX,
-                             RELNAS_SIMPLEX, SECOND_SPACE, base_config)
+                             RELNAS_SIMPLEX, SECOND_SPACE, EXTRA_SWEEP_SIMPLICES,
+                             base_config)
 from relnas.runs import profile_results_dir, row, selected_runs
 from relnas.runs import load_runs  # noqa: F401 (notebook 04_paper imports it from here)
 
@@ -120,13 +121,17 @@ def _main_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
         if "darts" in include:
             configs += [make_config(**one, relaxation="softmax", lam=0.0, order=o) for o in (1, 2)]
         if "relnas" in include:
-            simplex = one.get("simplex") or RELNAS_SIMPLEX[one.get("space", "mlp")]
-            prior_rows = {**one, "simplex": simplex}
+            space = one.get("space", "mlp")
+            simplex = one.get("simplex") or RELNAS_SIMPLEX[space]
+            sweep = [simplex] + ([s for s in EXTRA_SWEEP_SIMPLICES[space] if s != simplex]
+                                 if not one.get("simplex") else [])
+            one = {k: v for k, v in one.items() if k != "simplex"}
             for name in relaxations:
-                # the lambda sweep (fixed A), then learned vs fixed A at the same order (2)
-                configs += [make_config(**prior_rows, relaxation=name, lam=float(lam),
-                                        order=order) for lam in lambdas]
-                configs += [make_config(**prior_rows, relaxation=name, lam=float(lam),
+                # the lambda sweep (fixed A) per simplex, then learned vs fixed A at the same
+                # order (2) in the main simplex
+                configs += [make_config(**one, simplex=s, relaxation=name, lam=float(lam),
+                                        order=order) for s in sweep for lam in lambdas]
+                configs += [make_config(**one, simplex=simplex, relaxation=name, lam=float(lam),
                                         learned_precision=learned, order=2)
                             for lam in ard_lambdas for learned in (False, True)
                             if True in learned_precision]

@@ -74,6 +74,11 @@ SECOND_SPACE: dict[tuple[str, str], dict[str, Any]] = {
 # edges compete for a vertex; in conv cells the per-edge simplex of DARTS, whose top-2 rule
 # picks the edges (method.md 1). DARTS rows always use their per-edge softmax.
 RELNAS_SIMPLEX = {"mlp": "vertex", "conv": "edge"}
+# The lambda sweep also runs in these further simplices (rows labelled " per edge"): in the MLP
+# DAG the per-vertex top-1 rule derives a chain of one edge per vertex whatever lambda is, so the
+# per-edge simplex, where an edge is dropped when its zero op wins, is where the size prior can
+# show what it does (method.md 3's prototype).
+EXTRA_SWEEP_SIMPLICES = {"mlp": ("edge",), "conv": ()}
 EXPERTS_FOR = {("boston", "mlp"): ("mlp",), ("mnist", "mlp"): ("lenet300", "lenet5"),
                ("mnist", "conv"): ("lenet300", "lenet5"), ("cifar10", "conv"): ("darts_v2", "resnet")}
 PRUNED_EXPERT = {"boston": "mlp", "mnist": "lenet300", "cifar10": "resnet"}
@@ -122,11 +127,17 @@ def darts_label(order: int) -> str:
     return f"DARTS {'1st' if order == 1 else '2nd'} order"
 
 
-def relnas_label(relaxation: str, learned_precision: bool, order: int = 1) -> str:
-    """A prior row; learned A is always second order, its fixed-A twin says "2nd order"."""
+SIMPLEX_SUFFIX = {"edge": " per edge", "vertex": " per vertex"}
+
+
+def relnas_label(relaxation: str, learned_precision: bool, order: int = 1,
+                 simplex_suffix: str = "") -> str:
+    """A prior row; learned A is always second order, its fixed-A twin says "2nd order"; a row
+    in another simplex than its space's default (``RELNAS_SIMPLEX``) says which."""
+    name = RELNAS_PREFIX + relaxation.capitalize() + simplex_suffix
     if learned_precision:
-        return RELNAS_PREFIX + relaxation.capitalize() + " + learned A"
-    return RELNAS_PREFIX + relaxation.capitalize() + (" 2nd order" if order == 2 else "")
+        return name + " + learned A"
+    return name + (" 2nd order" if order == 2 else "")
 
 
 def method_label(cfg: Config) -> str:
@@ -141,7 +152,8 @@ def method_label(cfg: Config) -> str:
         return RANDOM_LABEL + suffix
     if cfg.relaxation == "softmax" and cfg.lam == 0:
         return darts_label(cfg.order) + suffix
-    return relnas_label(cfg.relaxation, cfg.learned_precision, cfg.order) + suffix
+    simplex = "" if cfg.simplex == RELNAS_SIMPLEX[cfg.space] else SIMPLEX_SUFFIX[cfg.simplex]
+    return relnas_label(cfg.relaxation, cfg.learned_precision, cfg.order, simplex) + suffix
 
 
 def label_base(label: str) -> tuple[str, bool]:

@@ -10,6 +10,7 @@ At the end the mean structure weights are discretized into a ``Genotype``.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from itertools import cycle
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,37 @@ def discretize(cfg: Config, net: nn.Module, weights: dict[str, torch.Tensor]) ->
     return genotype
 
 
+@dataclass
+class Searched:
+    """The state at the end of a search: the supernet, its structure and weight prior."""
+
+    net: nn.Module
+    arch: Architecture
+    prior: WeightPrior
+    history: list[dict]
+    seconds: float
+    trajectory: list
+    start: dict[str, float]  # decisiveness before the first step
+
+
 def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progress: bool = False,
            checkpoint_interval: float = 0.0
            ) -> tuple[Genotype, dict[str, Any], list[dict], float]:
     """The bilevel search (method.md 2-3); returns (genotype, extras, history, seconds)."""
+    done = run_search(cfg, task, device, run_dir, progress, checkpoint_interval)
+    with torch.no_grad():
+        mean = {k: w.detach().cpu() for k, w in done.arch.mean().items()}
+    genotype = discretize(cfg, done.net, mean)
+    extras = {"precisions": done.prior.precisions(),
+              "decisiveness": {**{f"{k}_start": v for k, v in done.start.items()},
+                               **{f"{k}_end": v for k, v in decisiveness(done.arch).items()}},
+              "trajectory": _trajectory(done.net.arch_spec(), done.trajectory)}
+    return genotype, extras, done.history, done.seconds
+
+
+def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
+               progress: bool = False, checkpoint_interval: float = 0.0) -> Searched:
+    """The search loop, resumable from ``run_dir``'s checkpoint; returns its final state."""
     net = place(build_supernet(cfg, task), device)
     size_prior = {"prior": cfg.prior_form, "cost_strength": cfg.prior_cost}
     options = {"dirichlet": {"beta0": cfg.beta0, "concentration": cfg.concentration,
@@ -105,14 +133,8 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
         phase.end_epoch({"tau": tau, "lr": sched.get_last_lr()[0], **stats,
                          "valid_loss": evaluation["loss"], **_collapse_row(arch)},
                         (start, trained, time.perf_counter()), cfg.epochs, modules)
-    with torch.no_grad():
-        mean = {k: w.detach().cpu() for k, w in arch.mean().items()}
-    genotype = discretize(cfg, net, mean)
-    extras = {"precisions": prior.precisions(),
-              "decisiveness": {**{f"{k}_start": v for k, v in phase.extra["start"].items()},
-                               **{f"{k}_end": v for k, v in decisiveness(arch).items()}},
-              "trajectory": _trajectory(net.arch_spec(), phase.extra["trajectory"])}
-    return genotype, extras, phase.history, phase.elapsed
+    return Searched(net, arch, prior, phase.history, phase.elapsed, phase.extra["trajectory"],
+                    phase.extra["start"])
 
 
 def decisiveness(arch: Architecture) -> dict[str, float]:

@@ -261,3 +261,44 @@ def test_mlp_ties_go_to_zero_so_uniform_weights_give_the_shortest_path():
     net = MLPSupernet(in_dim=3, out_dim=1, n_hidden=3, width=3)
     g = genotype_from_supernet(net, uniform_weights(net.arch_spec()))
     assert [e[1:] for e in g.edges("dag")] == [(0, 3)]
+
+
+# --- per-vertex discretization (simplex="vertex", method.md 1) ---------------------------------
+def _vertex_weights(net, masses):
+    """Dense weights with the given ``{(src, dst, op): mass}``, the rest 0."""
+    spec = net.arch_spec()["dag"]
+    w = torch.zeros(spec.n_edges, spec.n_ops)
+    for (src, dst, op), mass in masses.items():
+        w[spec.edge_index(src, dst), spec.op_names.index(op)] = mass
+    return {"dag": w}
+
+
+def test_vertex_rule_keeps_the_highest_mass_pair_per_vertex_never_zero():
+    net = MLPSupernet(5, 1, n_hidden=2, width=4)
+    # vertex 2: zero on 1->2 has the most mass, then identity on 1->2, then linear on 0->2
+    weights = _vertex_weights(net, {(0, 1, "linear_tanh"): 0.9, (0, 1, "linear_relu"): 0.1,
+                                    (1, 2, "zero"): 0.5,
+                                    (1, 2, "identity"): 0.3, (0, 2, "linear"): 0.2})
+    g = genotype_from_supernet(net, weights, simplex="vertex")
+    assert g.edges("dag") == (("linear_tanh", 0, 1), ("identity", 1, 2))
+    assert g.rule == "vertex-top1"
+    assert Genotype.from_json(g.to_json()) == g
+    # the per-edge rule on the same weights keeps 0->2 as well (its best op beats its zero)
+    assert ("linear", 0, 2) in genotype_from_supernet(net, weights).edges("dag")
+    # top 2 pairs per vertex, or every pair with mass >= a threshold (at least the best)
+    two = genotype_from_supernet(net, weights, simplex="vertex", top_k=2)
+    assert set(two.edges("dag")) == {("linear_tanh", 0, 1), ("linear_relu", 0, 1),
+                                     ("identity", 1, 2), ("linear", 0, 2)}
+    assert two.rule == "vertex-top2"
+    assert genotype_from_supernet(net, weights, simplex="vertex", threshold=0.25).edges("dag") \
+        == (("linear_tanh", 0, 1), ("identity", 1, 2))
+    built = build_network(two)
+    assert built(torch.randn(3, 5)).shape == (3, 1)
+
+
+def test_vertex_rule_two_ops_on_one_edge_sum_in_the_discrete_net():
+    net = MLPSupernet(4, 1, n_hidden=1, width=3)
+    weights = _vertex_weights(net, {(0, 1, "linear"): 0.6, (0, 1, "linear_relu"): 0.4})
+    g = genotype_from_supernet(net, weights, simplex="vertex", top_k=2)
+    assert g.edges("dag") == (("linear", 0, 1), ("linear_relu", 0, 1))
+    assert count_parameters(build_network(g)) == 2 * (4 * 3 + 3) + 3 + 1

@@ -95,9 +95,14 @@ def test_mnist_default_plans_the_conv_cell_beside_the_mlp_dag():
     assert {method_label(c) for c in cell} == {
         "DARTS 1st order (conv cell)", "relnas-Dirichlet (conv cell)", "relnas-Gumbel (conv cell)"}
     assert all(c.stem_stride == 2 and c.order == 1 and not c.learned_precision for c in cell)
-    # relnas rows: the paper's per-vertex simplex in the MLP DAG; DARTS and conv cells per edge
-    assert {c.simplex for c in configs if c.method == "search" and c.space == "mlp"
-            and c.relaxation != "softmax"} == {"vertex"}
+    # relnas rows: the paper's per-vertex simplex in the MLP DAG, the lambda sweep also per
+    # edge (labelled so); learned vs fixed A per vertex only; DARTS and conv cells per edge
+    prior_rows = [c for c in configs if c.method == "search" and c.space == "mlp"
+                  and c.relaxation != "softmax"]
+    assert {c.simplex for c in prior_rows if c.order == 2} == {"vertex"}
+    assert {(c.simplex, method_label(c)) for c in prior_rows if c.order == 1} == {
+        ("vertex", "relnas-Dirichlet"), ("vertex", "relnas-Gumbel"),
+        ("edge", "relnas-Dirichlet per edge"), ("edge", "relnas-Gumbel per edge")}
     assert {c.simplex for c in configs if c.relaxation == "softmax" or c.space == "conv"} == {"edge"}
     assert {c.simplex for c in plan("mnist", seeds=[0], lambdas=[0.1], simplex="edge")} == {"edge"}
     assert len(cell) == 2 * 3 and len({c.to_json() for c in cell}) == 6

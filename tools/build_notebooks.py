@@ -78,13 +78,23 @@ def experiment_notebook(name: str, dataset: str, title: str, intro: str, params:
     if extra:
         cells.append(new_code_cell(extra))
     cells += [
+        new_markdown_cell("## Relevance\n\nThe (edge, op) parameter groups of each learned-A search "
+                          "(all seeds), removed least relevant first by structure mass, by learned "
+                          "precision A (large A first), by weight magnitude and at random; test "
+                          "metric of the supernet at the mean structure without and after a short "
+                          "retrain (`relnas.relevance`)."),
+        new_code_cell("from relnas import relevance\nfrom relnas.plans import profile_results_dir\n\n"
+                      "curves = relevance.curves(runs, results_dir=profile_results_dir(profile, results_dir),\n"
+                      "                          workers=workers)\n"
+                      "fig = report.plot_relevance(curves)\n"
+                      "report.savefig(fig, name + '_relevance')\nfig"),
         new_markdown_cell("## The paper's claims\n\nThe lambda sweep of the size prior (fixed A, first "
                           "order: median parameters of the derived model and mean test metric per "
                           "lambda), then each claim of method.md 7 with its evidence and verdict; the "
                           "rules of the verdicts are in `relnas.claims`."),
         new_code_cell("from relnas import claims\n\n"
                       "print(claims.sweep(runs).to_markdown(index=False, floatfmt='.4g'))\n"
-                      "verdicts = claims.claims_table(runs)\n"
+                      "verdicts = claims.claims_table(runs, curves)\n"
                       "report.write_table(verdicts, name + '_claims')\n"
                       "print(verdicts.to_markdown(index=False))", metadata=CHECK),
     ]

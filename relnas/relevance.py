@@ -1,0 +1,206 @@
+"""Relevance curves (method.md 1 and claim 3 of section 7): which parameter groups matter.
+
+A searched MLP supernet has one parameter group per (edge, op) with weights (``dag.e<e>.<op>``).
+Groups are removed, least relevant first, in one of four orders, and the supernet is evaluated
+on the test split at the mean structure weights with the removed groups' weights set to 0:
+
+- ``mass``: ascending mass of the (edge, op) under the mean structure (``Architecture.mean``);
+- ``precision``: descending learned precision ``A_g`` (automatic relevance determination: a large
+  ``A_g`` says the group's weights can go); only when ``A`` was learned;
+- ``magnitude``: ascending mean squared weight of the group (Han et al. 2015, per group);
+- ``random``: a random order (``repeats`` orders, averaged).
+
+At each fraction of the groups' parameters removed (the groups are removed while the removed
+share stays below the fraction), the test metric is recorded without retraining and after
+``retrain_epochs`` epochs of training the remaining weights with the structure fixed (a short
+retrain on the search's training split, SGD at the search's inner learning rate).
+
+The search is the stored one's config rerun (the seeds make it deterministic); the curve is
+stored under ``<results>/<dataset>/relevance/<hash>/`` (``history.csv``: one row per order,
+retrain flag and fraction), so the notebooks recompute nothing on a second run.
+"""
+from __future__ import annotations
+
+import copy
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from relnas import data as rdata
+from relnas import runtime, store, train
+from relnas.config import Config, ConfigError, make_config
+from relnas.search import run_search
+from relnas.train import epoch_generator
+
+ORDERS = ("mass", "precision", "magnitude", "random")
+FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.95)
+_GROUP = re.compile(r"^dag\.e(\d+)\.(\w+)$")
+
+
+def groups(net: nn.Module, mean: dict[str, torch.Tensor], precisions: dict[str, float]
+           ) -> list[dict[str, Any]]:
+    """The (edge, op) groups of an MLP supernet: name, edge, op column, parameter names and
+    count, structure mass, precision ``A`` and mean squared weight."""
+    spec = net.arch_spec()["dag"]
+    params = dict(net.named_parameters())
+    out = []
+    for name, members in net.weight_groups().items():
+        match = _GROUP.match(name)
+        if not match:  # the head: never removed
+            continue
+        edge, op = int(match.group(1)), match.group(2)
+        tensors = [params[m] for m in members]
+        n = sum(t.numel() for t in tensors)
+        out.append({"group": name, "edge": edge, "op": spec.op_names.index(op), "params": n,
+                    "members": members,
+                    "mass": float(mean["dag"][edge, spec.op_names.index(op)]),
+                    "precision": precisions.get(name, float("nan")),
+                    "magnitude": float(sum(t.detach().pow(2).sum() for t in tensors)) / n})
+    return out
+
+
+def order(rows: Sequence[dict[str, Any]], kind: str, generator: torch.Generator
+          ) -> list[dict[str, Any]]:
+    """``rows`` least relevant first by ``kind`` (see the module docstring)."""
+    if kind == "mass":
+        return sorted(rows, key=lambda r: (r["mass"], r["group"]))
+    if kind == "precision":
+        return sorted(rows, key=lambda r: (-r["precision"], r["group"]))
+    if kind == "magnitude":
+        return sorted(rows, key=lambda r: (r["magnitude"], r["group"]))
+    if kind == "random":
+        return [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
+    raise ValueError(f"unknown order {kind!r}; allowed: {', '.join(ORDERS)}")
+
+
+def removed_at(ranked: Sequence[dict[str, Any]], fraction: float) -> list[dict[str, Any]]:
+    """The leading groups of ``ranked`` whose parameters add up to at most ``fraction`` of all."""
+    total, out, count = sum(r["params"] for r in ranked), [], 0
+    for r in ranked:
+        if count + r["params"] > fraction * total + 1e-9:
+            break
+        out.append(r)
+        count += r["params"]
+    return out
+
+
+def _masked(net: nn.Module, mean: dict[str, torch.Tensor], removed: Sequence[dict[str, Any]]):
+    """A copy of ``net`` with the removed groups' weights zeroed, and the structure weights with
+    their entries zeroed (the removed ops contribute nothing)."""
+    net = copy.deepcopy(net)
+    weights = {k: w.clone() for k, w in mean.items()}
+    params = dict(net.named_parameters())
+    with torch.no_grad():
+        for r in removed:
+            weights["dag"][r["edge"], r["op"]] = 0.0
+            for m in r["members"]:
+                params[m].zero_()
+    return net, weights
+
+
+def _retrain(net: nn.Module, weights, cfg: Config, task: train.Task, epochs: int) -> None:
+    """Train the remaining weights with the structure fixed (removed ops have weight 0, so their
+    parameters get no gradient and stay 0)."""
+    x, y = task.search_split("train")
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum,
+                          weight_decay=cfg.weight_decay)
+    net.train()
+    for epoch in range(epochs):
+        for xb, yb in rdata.batches(x, y, cfg.batch_size, shuffle=True,
+                                    generator=epoch_generator(cfg.seed, epoch, 7)):
+            opt.zero_grad()
+            task.loss_fn(net(xb, weights), yb).backward()
+            nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+    net.eval()
+
+
+def compute_curve(cfg: Config, *, orders: Sequence[str] = ORDERS,
+                  fractions: Sequence[float] = FRACTIONS, retrain_epochs: int = 5,
+                  repeats: int = 3) -> list[dict[str, Any]]:
+    """Rows ``order, retrain, fraction, removed_fraction, test_metric, metric`` for the searched
+    supernet of ``cfg`` (an MLP search; ``precision`` needs ``learned_precision``)."""
+    if cfg.method != "search" or cfg.space != "mlp":
+        raise ConfigError("relevance curves need an MLP search config (method='search', "
+                          f"space='mlp'), got method={cfg.method!r} space={cfg.space!r}")
+    if "precision" in orders and not cfg.learned_precision:
+        orders = [o for o in orders if o != "precision"]
+    device = runtime.setup(cfg)
+    task = train.Task(cfg, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        done = run_search(cfg, task, device, Path(tmp))
+    done.net.eval()
+    with torch.no_grad():
+        mean = {k: w.detach() for k, w in done.arch.mean().items()}
+    rows = groups(done.net, mean, done.prior.precisions())
+    generator = torch.Generator().manual_seed(cfg.seed)
+    out = []
+    for kind in orders:
+        for repeat in range(repeats if kind == "random" else 1):
+            ranked = order(rows, kind, generator)
+            for fraction in fractions:
+                removed = removed_at(ranked, fraction)
+                share = sum(r["params"] for r in removed) / sum(r["params"] for r in rows)
+                net, weights = _masked(done.net, mean, removed)
+                for retrain in (False, True):
+                    if retrain:
+                        runtime.seed_everything(cfg.seed + 17)
+                        _retrain(net, weights, cfg, task, retrain_epochs)
+                    metric = task.evaluate(lambda x: net(x, weights), "test")[task.metric]
+                    out.append({"order": kind, "repeat": repeat, "retrain": retrain,
+                                "fraction": fraction, "removed_fraction": share,
+                                "test_metric": metric, "metric": task.metric})
+    return out
+
+
+def curve(cfg: Config | dict, *, results_dir: str | Path | None = None,
+          retrain_epochs: int = 5, repeats: int = 3) -> dict[str, Any]:
+    """The stored relevance curve of ``cfg``'s search, computed on the first call."""
+    cfg = make_config(**(cfg.to_dict() if isinstance(cfg, Config) else cfg))
+    key = {"search": cfg.to_dict(), "fractions": list(FRACTIONS), "orders": list(ORDERS),
+           "retrain_epochs": retrain_epochs, "repeats": repeats}
+    results = store.ResultsStore(results_dir)
+
+    def compute(folder: Path):
+        rows = compute_curve(cfg, retrain_epochs=retrain_epochs, repeats=repeats)
+        return {"metric": rows[0]["metric"], "points": len(rows)}, rows
+
+    return results.run(f"{cfg.dataset}/relevance", key, compute)
+
+
+def _curve_rows(cfg: dict, kw: dict) -> list[dict]:
+    return curve(cfg, **kw)["history"]
+
+
+def curves(runs, *, results_dir: str | Path | None = None, retrain_epochs: int = 5,
+           repeats: int = 3, workers: int = 1):
+    """The relevance curves of the learned-A searches in ``runs`` (all their seeds), as one
+    table: ``order, retrain, fraction, removed_fraction, test_metric, metric, seed``; missing
+    curves are computed in ``workers`` processes."""
+    import pandas as pd
+
+    from relnas.plans import worker_pool
+
+    learned = runs[(runs["method"] == "search") & runs["learned_precision"].astype(bool)
+                   & (runs["space"] == "mlp")]
+    configs = [store.read_json(Path(d) / store.CONFIG) for d in learned["run_dir"]]
+    kw = {"results_dir": results_dir, "retrain_epochs": retrain_epochs, "repeats": repeats}
+    if workers > 1 and len(configs) > 1:
+        with worker_pool(workers) as pool:
+            histories = list(pool.map(_curve_rows, configs, [kw] * len(configs)))
+    else:
+        histories = [_curve_rows(cfg, kw) for cfg in configs]
+    frames = [pd.DataFrame(rows).assign(seed=int(seed))
+              for rows, seed in zip(histories, learned["seed"])]
+    if not frames:
+        return pd.DataFrame(columns=["order", "retrain", "fraction", "removed_fraction",
+                                     "test_metric", "metric", "seed"])
+    out = pd.concat(frames, ignore_index=True)
+    for col in ("fraction", "removed_fraction", "test_metric"):
+        out[col] = out[col].astype(float)
+    out["retrain"] = out["retrain"].map(lambda v: str(v) == "True")
+    return out

@@ -1,0 +1,50 @@
+"""Relevance curves: the removal orders, the removed share, and a real (tiny) curve."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from relnas import relevance
+
+ROWS = [dict(group=f"g{i}", params=p, mass=m, precision=a, magnitude=w)
+        for i, (p, m, a, w) in enumerate([(10, 0.5, 1.0, 0.3), (30, 0.1, 9.0, 0.1),
+                                           (60, 0.3, 4.0, 0.2)])]
+
+
+def test_orders_put_the_least_relevant_group_first():
+    g = torch.Generator().manual_seed(0)
+    assert [r["group"] for r in relevance.order(ROWS, "mass", g)] == ["g1", "g2", "g0"]
+    assert [r["group"] for r in relevance.order(ROWS, "precision", g)] == ["g1", "g2", "g0"]
+    assert [r["group"] for r in relevance.order(ROWS, "magnitude", g)] == ["g1", "g2", "g0"]
+    assert sorted(r["group"] for r in relevance.order(ROWS, "random", g)) == ["g0", "g1", "g2"]
+    with pytest.raises(ValueError, match="unknown order"):
+        relevance.order(ROWS, "alphabetical", g)
+
+
+def test_removed_share_never_exceeds_the_fraction():
+    ranked = relevance.order(ROWS, "mass", torch.Generator())
+    assert relevance.removed_at(ranked, 0.0) == []
+    assert [r["group"] for r in relevance.removed_at(ranked, 0.35)] == ["g1"]
+    assert [r["group"] for r in relevance.removed_at(ranked, 0.9)] == ["g1", "g2"]
+    assert len(relevance.removed_at(ranked, 1.0)) == 3
+
+
+def test_a_real_curve_starts_at_the_supernet_and_is_stored(tmp_path):
+    cfg = dict(dataset="boston", n_hidden=2, width=4, epochs=3, retrain_epochs=1, threads=1,
+               relaxation="gumbel", simplex="vertex", lam=1.0, order=2,
+               learned_precision=True, batch_size=304)
+    first = relevance.curve(cfg, results_dir=tmp_path, retrain_epochs=1, repeats=2)
+    rows = pd.DataFrame(first["history"])
+    assert set(rows["order"]) == set(relevance.ORDERS)
+    assert (rows["repeat"].astype(int).max(), len(rows)) == (1, 5 * len(relevance.FRACTIONS) * 2)
+    start = rows[rows["fraction"].astype(float) == 0.0]
+    unretrained = start[start["retrain"] == "False"]["test_metric"].astype(float)
+    assert unretrained.nunique() == 1           # nothing removed: the same supernet each time
+    removed = rows[rows["fraction"].astype(float) == 0.95]["removed_fraction"].astype(float)
+    assert (removed <= 0.95 + 1e-9).all() and (removed > 0).all()
+    again = relevance.curve(cfg, results_dir=tmp_path, retrain_epochs=1, repeats=2)
+    assert again["cached"] and again["history"] == first["history"]
+    with pytest.raises(ValueError, match="MLP search"):
+        relevance.compute_curve(relevance.make_config(dataset="boston", method="expert"))
+
