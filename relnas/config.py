@@ -36,7 +36,7 @@ def _range(lo: float | None = None, *, gt: bool = False, hi: float | None = None
 # its hash, the run folder's name) while they hold their default, so that adding a field keeps
 # every stored run. Never change the default of a field listed here: stored runs would be reused
 # for the new default.
-OPTIONAL_FIELDS = ("search_subset",)
+OPTIONAL_FIELDS = ("search_subset", "precision_update")
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,10 @@ class Config:
     arch_weight_decay: float = field(default=1e-3, metadata=_range(0.0))
     learned_precision: bool = False                               # learn A on the outer level
     precision_lr: float = field(default=1e-2, metadata=_range(0.0, gt=True))
+    # how learned A moves: "hypergradient" (outer level, needs order 2) or "evidence" (MacKay's
+    # fixed point after every search epoch, any order; relnas.evidence)
+    precision_update: str = field(default="hypergradient",
+                                  metadata=_choice("hypergradient", "evidence"))
     # --- discretization ---
     # edge simplex: edges kept per vertex (0 = space default: mlp all that beat zero, conv 2);
     # vertex simplex: (edge, op) pairs kept per vertex (0 = 1), or keep_mass > 0: every pair with
@@ -230,9 +234,13 @@ def _check_cross(cfg: Config) -> None:
     if cfg.top_k > max_k and cfg.simplex == "edge":
         raise ConfigError(f"top_k={cfg.top_k} is larger than the in-degree of a vertex in this "
                           f"space ({max_k}); use 0 (space default) to {max_k}")
-    if cfg.learned_precision and cfg.order != 2:
+    if cfg.learned_precision and cfg.order != 2 and cfg.precision_update == "hypergradient":
         raise ConfigError("learned_precision=True needs order=2: the validation loss depends on "
-                          "the precisions A only through the unrolled weights W' (method.md 2)")
+                          "the precisions A only through the unrolled weights W' (method.md 2); "
+                          "or precision_update='evidence'")
+    if cfg.precision_update == "evidence" and not cfg.learned_precision:
+        raise ConfigError("precision_update='evidence' moves learned precisions; it needs "
+                          "learned_precision=True")
     if cfg.order == 2 and cfg.xi == 0:
         raise ConfigError("order=2 with xi=0 is the first-order method; use order=1 or xi > 0")
     if cfg.xi is not None and cfg.xi < 0:

@@ -86,8 +86,9 @@ def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1
     ``overrides`` make the main space that same space. ``overrides`` apply to the main space;
     of them ``CELL_OVERRIDES`` (epochs, retrain_epochs, device, threads, deterministic) also
     to the second space. The prior rows: the ``lambdas`` sweep per relaxation (fixed A, at
-    ``order``), and with ``True`` in ``learned_precision`` learned vs fixed A, both second
-    order, at each of ``ard_lambdas`` (method.md 7: the same hypergradient order)."""
+    ``order``), and with ``True`` in ``learned_precision`` learned vs fixed A at the same order
+    (method.md 7) at each of ``ard_lambdas``: the hypergradient at order 2, the evidence fixed
+    point at ``order`` (``_ard_variants``)."""
     _check_grid(seeds, lambdas, relaxations)
     if not isinstance(conv_cell, bool):
         raise ConfigError(f"conv_cell must be True or False, got {conv_cell!r}")
@@ -131,11 +132,19 @@ def _main_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
                 # order (2) in the main simplex
                 configs += [make_config(**one, simplex=s, relaxation=name, lam=float(lam),
                                         order=order) for s in sweep for lam in lambdas]
-                configs += [make_config(**one, simplex=simplex, relaxation=name, lam=float(lam),
-                                        learned_precision=learned, order=2)
-                            for lam in ard_lambdas for learned in (False, True)
-                            if True in learned_precision]
+                if True in learned_precision:
+                    configs += [make_config(**one, simplex=simplex, relaxation=name,
+                                            lam=float(lam), **variant)
+                                for lam in ard_lambdas for variant in _ard_variants(order)]
     return list({cfg.to_json(): cfg for cfg in configs}.values())  # a sweep row counted once
+
+
+def _ard_variants(order: int) -> list[dict[str, Any]]:
+    """Learned vs fixed A at the same order: the hypergradient (second order) against fixed A
+    at second order, and MacKay's evidence update against fixed A at ``order``."""
+    return [dict(order=2), dict(order=2, learned_precision=True),
+            dict(order=order), dict(order=order, learned_precision=True,
+                                    precision_update="evidence")]
 
 
 def prune_plan(runs: pd.DataFrame, base: dict[str, Any]) -> list[Config]:

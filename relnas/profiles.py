@@ -131,12 +131,13 @@ SIMPLEX_SUFFIX = {"edge": " per edge", "vertex": " per vertex"}
 
 
 def relnas_label(relaxation: str, learned_precision: bool, order: int = 1,
-                 simplex_suffix: str = "") -> str:
-    """A prior row; learned A is always second order, its fixed-A twin says "2nd order"; a row
-    in another simplex than its space's default (``RELNAS_SIMPLEX``) says which."""
+                 simplex_suffix: str = "", precision_update: str = "hypergradient") -> str:
+    """A prior row; learned A by the hypergradient is always second order, its fixed-A twin
+    says "2nd order"; A by the evidence fixed point says "evidence A"; a row in another simplex
+    than its space's default (``RELNAS_SIMPLEX``) says which."""
     name = RELNAS_PREFIX + relaxation.capitalize() + simplex_suffix
     if learned_precision:
-        return name + " + learned A"
+        return name + (" + evidence A" if precision_update == "evidence" else " + learned A")
     return name + (" 2nd order" if order == 2 else "")
 
 
@@ -153,7 +154,8 @@ def method_label(cfg: Config) -> str:
     if cfg.relaxation == "softmax" and cfg.lam == 0:
         return darts_label(cfg.order) + suffix
     simplex = "" if cfg.simplex == RELNAS_SIMPLEX[cfg.space] else SIMPLEX_SUFFIX[cfg.simplex]
-    return relnas_label(cfg.relaxation, cfg.learned_precision, cfg.order, simplex) + suffix
+    return relnas_label(cfg.relaxation, cfg.learned_precision, cfg.order, simplex,
+                        cfg.precision_update) + suffix
 
 
 def label_base(label: str) -> tuple[str, bool]:

@@ -178,7 +178,8 @@ def _curve_rows(cfg: dict, kw: dict) -> list[dict]:
 
 def curves(runs, *, results_dir: str | Path | None = None, retrain_epochs: int = 5,
            repeats: int = 3, workers: int = 1):
-    """The relevance curves of the learned-A searches in ``runs`` (all their seeds), as one
+    """The relevance curves of the learned-A searches in ``runs`` (all their seeds; those of
+    the evidence update when there are any, as the hypergradient barely moves A), as one
     table: ``order, retrain, fraction, removed_fraction, test_metric, metric, seed``; missing
     curves are computed in ``workers`` processes."""
     import pandas as pd
@@ -187,6 +188,8 @@ def curves(runs, *, results_dir: str | Path | None = None, retrain_epochs: int =
 
     learned = runs[(runs["method"] == "search") & runs["learned_precision"].astype(bool)
                    & (runs["space"] == "mlp")]
+    if "precision_update" in learned and (learned["precision_update"] == "evidence").any():
+        learned = learned[learned["precision_update"] == "evidence"]  # the A that moves
     configs = [store.read_json(Path(d) / store.CONFIG) for d in learned["run_dir"]]
     kw = {"results_dir": results_dir, "retrain_epochs": retrain_epochs, "repeats": repeats}
     if workers > 1 and len(configs) > 1:

@@ -33,6 +33,7 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
     return {"dataset": cfg.dataset, "method": cfg.method, "label": method_label(cfg),
             "space": cfg.space, "relaxation": cfg.relaxation if cfg.method == "search" else "",
             "lam": cfg.lam, "learned_precision": cfg.learned_precision, "order": cfg.order,
+            "precision_update": cfg.precision_update if cfg.learned_precision else "",
             "seed": cfg.seed, "metric": m["metric"], "valid_metric": m["valid_metric"],
             "test_metric": m["test_metric"], "test_exact_acc": m.get("test_exact_acc", math.nan),
             "params": m["params"], "search_time_s": m["search_time_s"],

@@ -23,6 +23,7 @@ from relnas import data as rdata
 from relnas import derive
 from relnas.bilevel import BilevelOptimizer, WeightPrior
 from relnas.config import Config
+from relnas.evidence import evidence_update, hessian_diagonal
 from relnas.genotype import Genotype
 from relnas.relax import Architecture, collapse_stats, edge_weights, make_relaxation, temperature
 from relnas.runtime import Phase, place
@@ -96,9 +97,10 @@ def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
                         simplex=cfg.simplex,
                         generator=torch.Generator().manual_seed(cfg.seed)).to(device)
     (xt, yt), (xv, yv) = task.search_split("train"), task.search_split("valid")
+    hypergradient_a = cfg.learned_precision and cfg.precision_update == "hypergradient"
+    evidence_a = cfg.learned_precision and cfg.precision_update == "evidence"
     prior = WeightPrior.from_weight_decay(net.weight_groups(), weight_decay=cfg.weight_decay,
-                                          n_train=len(xt),
-                                          learned=cfg.learned_precision).to(device)
+                                          n_train=len(xt), learned=hypergradient_a).to(device)
     opt = BilevelOptimizer(
         net, arch, prior, task.loss_fn, n_train=len(xt), w_lr=cfg.w_lr,
         w_momentum=cfg.w_momentum, w_grad_clip=cfg.grad_clip, arch_lr=cfg.arch_lr,
@@ -129,6 +131,12 @@ def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
         with torch.no_grad():
             mean = {k: w.detach() for k, w in arch.mean().items()}
         evaluation = task.evaluate(lambda x: net(x, mean), "valid")
+        if evidence_a:  # MacKay's fixed point for A at the epoch's weights (relnas.evidence)
+            batch = next(iter(rdata.batches(xt, yt, cfg.batch_size, shuffle=True,
+                                            generator=epoch_generator(cfg.seed, epoch, 2))))
+            curvature = hessian_diagonal(net, task.loss_fn, batch, mean, n_train=len(xt),
+                                         generator=epoch_generator(cfg.seed, epoch, 3))
+            evidence_update(prior, dict(net.named_parameters()), curvature)
         phase.extra["trajectory"].append(edge_weights(arch))
         phase.end_epoch({"tau": tau, "lr": sched.get_last_lr()[0], **stats,
                          "valid_loss": evaluation["loss"], **_collapse_row(arch)},

@@ -84,10 +84,11 @@ def test_papermill_smoke_run(name, scratch):
                for p in (scratch / "results" / "smoke" / dataset).glob("*/metrics.json")]
     assert not (scratch / "results" / dataset).exists()
     # 2 seeds x (experts, random, DARTS 1st + 2nd, Dirichlet at the sweep's lambda per vertex
-    # and per edge, Dirichlet with fixed and learned A at second order, pruning); MNIST also 2
-    # seeds x the conv cell's DARTS 1st order and Dirichlet
+    # and per edge, Dirichlet at lambda 1 with fixed and learned A at second order and fixed
+    # and evidence A at first order, pruning); MNIST also 2 seeds x the conv cell's DARTS 1st
+    # order and Dirichlet
     n_experts, n_cell = (1, 0) if dataset == "boston" else (2, 2)
-    assert len(metrics) == 2 * (n_experts + 1 + 2 + 4 + 1 + n_cell)
+    assert len(metrics) == 2 * (n_experts + 1 + 2 + 2 + 4 + 1 + n_cell)
     assert all(m["status"] == "ok" for m in metrics)
     figures = {p.name for p in (scratch / "figures").iterdir()}
     for fig in ("pareto", "structure_weights", "collapse", "precisions", "times"):
