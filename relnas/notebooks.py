@@ -17,11 +17,29 @@ VOLATILE_CELL_KEYS = ("papermill", "execution")
 KEEP_NOTEBOOK_PAPERMILL = ("parameters", "default_parameters")
 
 
+def merge_streams(outputs: list) -> list:
+    """Consecutive stream outputs of one stream (stdout, stderr) as one output: how a print is
+    split into outputs depends on when the kernel flushed, so unmerged outputs differ between
+    two runs of the same notebook."""
+    merged = []
+    for out in outputs:
+        if (merged and out.get("output_type") == "stream"
+                and merged[-1].get("output_type") == "stream"
+                and merged[-1].get("name") == out.get("name")):
+            merged[-1]["text"] = merged[-1]["text"] + out["text"]
+        else:
+            merged.append(out)
+    return merged
+
+
 def strip_volatile(nb) -> None:
-    """Remove timestamps and durations (papermill, Jupyter) from an nbformat notebook in place."""
+    """Remove timestamps and durations (papermill, Jupyter) from an nbformat notebook in place,
+    and merge split stream outputs (``merge_streams``)."""
     for cell in nb.cells:
         for key in VOLATILE_CELL_KEYS:
             cell.metadata.pop(key, None)
+        if cell.cell_type == "code":
+            cell.outputs = merge_streams(cell.get("outputs", []))
     pm = nb.metadata.get("papermill")
     if pm is not None:
         kept = {k: pm[k] for k in KEEP_NOTEBOOK_PAPERMILL if k in pm}

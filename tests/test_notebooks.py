@@ -133,3 +133,22 @@ def test_committed_notebooks_show_their_figures(name):
     outputs = [o for c in _code(nb) for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_split_stream_outputs_are_merged_so_reruns_compare_equal():
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from relnas.notebooks import strip_volatile
+
+    def notebook(*texts):
+        cell = new_code_cell("print('a'); print('b')")
+        cell.id = "cell-00"
+        cell.outputs = [new_output("stream", name="stdout", text=t) for t in texts]
+        return new_notebook(cells=[cell])
+
+    one, two = notebook("a\nb\n"), notebook("a\n", "b\n")
+    strip_volatile(one)
+    strip_volatile(two)
+    assert nbformat.writes(one) == nbformat.writes(two)
+    assert len(two.cells[0].outputs) == 1
