@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
-import fcntl
 import hashlib
 import io
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -241,24 +238,20 @@ def load_run(folder: str | os.PathLike) -> dict[str, Any]:
 @contextlib.contextmanager
 def run_lock(folder: str | os.PathLike, *, wait: float = 0.0,
              poll: float = 0.2) -> Iterator[Path]:
-    """Exclusive advisory lock (``fcntl.flock``) on ``folder/.lock``; released on exit or crash."""
+    """Exclusive lock on ``folder/.lock`` (``filelock``: an OS advisory lock, so a crashed
+    holder releases it); ``RunLockedError`` after ``wait`` seconds of another holder."""
+    import filelock
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fh = open(folder / ".lock", "a+")
-    deadline = time.monotonic() + wait
+    lock = filelock.FileLock(folder / ".lock", thread_local=False)
     try:
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise RunLockedError(
-                        f"{folder} is being computed by another process (lock {folder / '.lock'}); "
-                        "wait for it to finish or pass a longer wait") from None
-                time.sleep(poll)
+        lock.acquire(timeout=wait, poll_interval=poll)
+    except filelock.Timeout:
+        raise RunLockedError(
+            f"{folder} is being computed by another process (lock {folder / '.lock'}); "
+            "wait for it to finish or pass a longer wait") from None
+    try:
         yield folder
     finally:
-        fh.close()
+        lock.release()

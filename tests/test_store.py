@@ -124,3 +124,25 @@ def test_env_read_roots_mirror_a_subfolder_of_the_results_root(tmp_path, monkeyp
     assert ResultsStore(tmp_path / "results" / "paper").read_roots == [
         tmp_path / "committed" / "paper"]
     assert ResultsStore(tmp_path / "elsewhere").read_roots == [tmp_path / "committed"]
+
+
+def _hold_lock_and_die(folder, ready):
+    with store.run_lock(folder):
+        ready.set()
+        time.sleep(30)
+
+
+def test_a_killed_holder_releases_the_lock(tmp_path):
+    folder = tmp_path / "run"
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_hold_lock_and_die, args=(folder, ready))
+    proc.start()
+    assert ready.wait(10)
+    with pytest.raises(RunLockedError):
+        with store.run_lock(folder, wait=0.0):
+            pass
+    proc.kill()  # SIGKILL: no finally block runs, the OS drops the lock
+    proc.join(10)
+    with store.run_lock(folder, wait=2.0):
+        pass
