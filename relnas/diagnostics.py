@@ -19,7 +19,8 @@ def trajectory_array(trajectory: Mapping, kind: str) -> np.ndarray:
     return np.asarray([epoch[kind] for epoch in trajectory["epochs"]], dtype=float)
 
 
-def plot_structure_trajectories(trajectories: Mapping[str, Mapping], kind: str | None = None):
+def plot_structure_trajectories(trajectories: Mapping[str, Mapping], kind: str | None = None,
+                                seed: int | None = None):
     """Structure weights over search epochs: a column per label (relaxation), a row per edge,
     one line per op (zero op dashed grey). ``trajectories``: ``{label: trajectory.json dict}``;
     ``kind`` defaults to the first kind of the first trajectory."""
@@ -45,7 +46,7 @@ def plot_structure_trajectories(trajectories: Mapping[str, Mapping], kind: str |
                 ax.set_ylabel("{}→{}".format(*edges[row]))
         axes[0, col].set_title(label)
         axes[-1, col].set_xlabel("search epoch")
-    fig.suptitle(f"structure weights ({kind})")
+    fig.suptitle(f"structure weights ({kind})" + ("" if seed is None else f", seed {seed}"))
     legend_right(fig, axes[0, 0])
     return fig
 
@@ -138,21 +139,29 @@ def _mean_band(df: pd.DataFrame, column: str) -> pd.DataFrame:
     return df.groupby("epoch")[column].agg(["mean", "std"]).fillna(0.0)
 
 
-def plot_collapse(histories: Mapping[str, pd.DataFrame]):
+def plot_collapse(histories: Mapping[str, pd.DataFrame], seed: int | None = None):
     """Collapse diagnostics over search epochs, a line per label: the entropy of the structure
-    distribution (left) and the number of edges led by a parameter-free op (right). A history
-    holding several seeds (a ``seed`` column) is drawn as its mean with a +-std band."""
+    distribution over its maximum (left; 1 = uniform, 0 = decided, so spaces compare; the
+    entropy in nats for histories without ``entropy_norm``) and the number of edges led by a
+    parameter-free op (right). A history holding several seeds (a ``seed`` column) is drawn as
+    its mean with a +-std band; ``seed`` names the seed of single-seed histories."""
     fig, axes = subplots(1, 2, figsize=(9.5, 3.2))
     colors = label_colors(list(histories))
+    normalized = all("entropy_norm" in h for h in histories.values())
+    entropy = "entropy_norm" if normalized else "entropy"
     for label, h in histories.items():
         h = h[h["phase"] == "search"] if "phase" in h else h
-        for ax, column in zip(axes[0], ("entropy", "param_free_edges")):
+        for ax, column in zip(axes[0], (entropy, "param_free_edges")):
             band = _mean_band(h, column)
             ax.plot(band.index, band["mean"], color=colors[label], label=label)
             ax.fill_between(band.index, band["mean"] - band["std"], band["mean"] + band["std"],
                             color=colors[label], alpha=0.15, lw=0)
-    axes[0, 0].set(xlabel="search epoch", ylabel="entropy of the structure distribution")
+    axes[0, 0].set(xlabel="search epoch",
+                   ylabel="normalized entropy of the structure" if normalized
+                   else "entropy of the structure (nats)")
     axes[0, 1].set(xlabel="search epoch", ylabel="edges led by a parameter-free op")
+    if seed is not None:
+        fig.suptitle(f"seed {seed}")
     legend_right(fig, axes[0, 0])
     return fig
 

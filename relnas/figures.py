@@ -19,7 +19,8 @@ import pandas as pd
 
 from relnas import store
 from relnas.config import DATASETS
-from relnas.profiles import PRUNE_LABEL, RANDOM_LABEL, darts_label, label_base, relnas_label
+from relnas.profiles import (PRUNE_LABEL, RANDOM_LABEL, RELNAS_PREFIX, darts_label, label_base,
+                             relnas_label)
 from relnas.runs import sort_rows
 from relnas.tables import metric_name, summary_table
 
@@ -120,7 +121,8 @@ def pareto_front(params: Sequence[float], metric: Sequence[float], higher_is_bet
 def plot_pareto(runs: pd.DataFrame, front_over: str = "config"):
     """Test metric vs params of the derived model (log x), a panel per dataset: each run a
     point coloured by label; the Pareto front as a step line, over the seed means of each
-    (label, lam) configuration (``front_over="config"``) or over single runs (``"runs"``)."""
+    (label, lam) configuration (``front_over="config"``, relnas points on it annotated with
+    their lambda) or over single runs (``"runs"``)."""
     datasets = [d for d in DATASETS if d in set(runs["dataset"])] + sorted(
         set(runs["dataset"]) - set(DATASETS))
     fig, axes = subplots(1, len(datasets), figsize=(4.2 * len(datasets) + 2.2, 3.4))
@@ -138,6 +140,11 @@ def plot_pareto(runs: pd.DataFrame, front_over: str = "config"):
         front = pts.iloc[idx]
         ax.step(front["params"], scale * front["test_metric"], where="post", color="k", lw=1,
                 marker="o", ms=3, label="Pareto front")
+        if front_over != "runs":  # the prior strength of each relnas point on the front
+            for (label, lam), point in front.iterrows():
+                if str(label).startswith(RELNAS_PREFIX):
+                    ax.annotate(f"λ={lam:g}", (point["params"], scale * point["test_metric"]),
+                                xytext=(3, 3), textcoords="offset points", fontsize=6)
         ax.set(xscale="log", xlabel="parameters of the derived model", title=dataset,
                ylabel=metric_name("acc" if acc else "rmse"))
     handles = {}

@@ -76,7 +76,13 @@ def load_runs(dataset: str | None = None, results_dir: str | Path | None = None,
             if metrics.parent.name in seen or store.read_json(metrics).get("status") != "ok":
                 continue
             seen.add(metrics.parent.name)
-            rows.append(row(store.load_run(metrics.parent)))
+            try:
+                rows.append(row(store.load_run(metrics.parent)))
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{metrics.parent}: its config.json no longer makes a config ({exc}); it was "
+                    "stored by an older relnas. `python -m relnas stale --delete` removes the "
+                    "default-profile runs no notebook makes; move other folders away") from None
     runs = pd.DataFrame(rows)
     if not allow_mixed and not runs.empty:
         keys = ["dataset", "label", "lam", "seed"]

@@ -311,3 +311,17 @@ def test_conv_cell_rows_follow_the_main_space_and_take_darker_colours():
     assert len(set(colors.values())) == len(labels)
     parts = rruns.by_space(pd.DataFrame({"space": ["mlp", "mlp", "conv"], "x": [1, 2, 3]}))
     assert list(parts) == ["", "_conv"] and parts["_conv"]["x"].tolist() == [3]
+
+
+def test_a_run_stored_by_an_older_relnas_is_named_with_the_way_out(tmp_path):
+    import json
+
+    from relnas.config import ConfigError
+    from relnas.runs import load_runs
+
+    folder = tmp_path / "boston" / "0123456789ab"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"dataset": "boston", "gumbel_prior": "kl"}))
+    (folder / "metrics.json").write_text(json.dumps({"status": "ok"}))
+    with pytest.raises(ConfigError, match="older relnas.*stale --delete"):
+        load_runs(results_dir=tmp_path)

@@ -52,25 +52,28 @@ def experiment_notebook(name: str, dataset: str, title: str, intro: str, params:
         new_code_cell(
             "selected = report.selected_runs(runs)\n"
             "searched = selected[selected['method'] == 'search']\n"
+            "seed0 = int(runs['seed'].min())  # the per-seed figures show this seed\n"
             "for suffix, part in report.by_space(searched).items():  # one figure per search space\n"
-            "    fig = report.plot_structure_trajectories(report.read_per_label(part, report.read_trajectory))\n"
+            "    trajectories = report.read_per_label(part, report.read_trajectory, seed=seed0)\n"
+            "    fig = report.plot_structure_trajectories(trajectories, seed=seed0)\n"
             "    report.savefig(fig, name + '_structure_weights' + suffix)\n"
             "    display(fig)"),
         new_code_cell(
             "for suffix, part in report.by_space(searched).items():\n"
-            "    histories = report.read_per_label(part, report.read_history)\n"
-            "    fig = report.plot_collapse({k: h[h['phase'] == 'search'] for k, h in histories.items()})\n"
+            "    histories = report.read_per_label(part, report.read_history, seed=seed0)\n"
+            "    fig = report.plot_collapse({k: h[h['phase'] == 'search'] for k, h in histories.items()},\n"
+            "                               seed=seed0)\n"
             "    report.savefig(fig, name + '_collapse' + suffix)\n"
             "    display(fig)"),
         new_code_cell(
             "learned = searched[searched['learned_precision']]\n"
-            "fig = report.plot_precisions(report.read_per_label(learned, report.read_precisions))\n"
+            "fig = report.plot_precisions(report.read_per_label(learned, report.read_precisions, seed=seed0))\n"
             "report.savefig(fig, name + '_precisions')\nfig"),
         new_code_cell(
             "genotypes = report.read_per_label(selected[selected['method'].isin(['search', 'random'])],\n"
-            "                                  report.read_genotype)\n"
+            "                                  report.read_genotype, seed=seed0)\n"
             "for label, genotype in genotypes.items():\n"
-            "    fig = report.plot_genotype(genotype, title=label)\n"
+            "    fig = report.plot_genotype(genotype, title=f'{label}, seed {seed0}')\n"
             "    report.savefig(fig, name + '_architecture_' + report.slug(label))\n"
             "    display(fig)"),
         new_code_cell("fig = report.plot_times(runs)\nreport.savefig(fig, name + '_times')\nfig"),
