@@ -90,6 +90,10 @@ def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1
     (method.md 7) at each of ``ard_lambdas``: the hypergradient at order 2, the evidence fixed
     point at ``order`` (``_ard_variants``)."""
     _check_grid(seeds, lambdas, relaxations)
+    for value in learned_precision:
+        if not isinstance(value, bool):
+            raise ConfigError("learned_precision (notebook: learned_A): every value must be True "
+                              f"or False, got {value!r}")
     if not isinstance(conv_cell, bool):
         raise ConfigError(f"conv_cell must be True or False, got {conv_cell!r}")
     configs = _main_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision, order,

@@ -102,6 +102,7 @@ def test_mnist_default_plans_the_conv_cell_beside_the_mlp_dag():
     assert {c.simplex for c in prior_rows if c.order == 2} == {"vertex"}
     assert {(c.simplex, method_label(c)) for c in prior_rows if c.order == 1} == {
         ("vertex", "relnas-Dirichlet"), ("vertex", "relnas-Gumbel"),
+        ("vertex", "relnas-Dirichlet + evidence A"), ("vertex", "relnas-Gumbel + evidence A"),
         ("edge", "relnas-Dirichlet per edge"), ("edge", "relnas-Gumbel per edge")}
     assert {c.simplex for c in configs if c.relaxation == "softmax" or c.space == "conv"} == {"edge"}
     assert {c.simplex for c in plan("mnist", seeds=[0], lambdas=[0.1], simplex="edge")} == {"edge"}
