@@ -18,9 +18,10 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 import yaml
 
-from relnas import store
+from relnas import relevance, store
 from relnas.config import RELAXATIONS, Config, ConfigError, make_config
 from relnas.experiment import check_results_dir, run
+from relnas.runtime import worker_pool
 from relnas.profiles import (CELL_OVERRIDES, EXPERTS_FOR, PRUNED_EXPERT, RELNAS_PREFIX,
                              RELNAS_SIMPLEX, SECOND_SPACE, EXTRA_SWEEP_SIMPLICES,
                              base_config)
@@ -197,14 +198,6 @@ def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
     return pd.DataFrame([_run_row(cfg, kw) for cfg in _progress(configs, progress, len(configs))])
 
 
-def worker_pool(workers: int):
-    """A pool of ``workers`` spawned processes for :func:`run_all` (a context manager)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-
-
 def _cost_rank(cfg: Config) -> int:
     """A rough rank of a run's cost for scheduling (0 = most costly): conv searches, conv
     experts, second-order searches, the rest."""
@@ -286,6 +279,12 @@ def stale_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
         if not complete and _stored_method(run_dir) == "prune":
             continue
         stale.append(run_dir)
+    # relevance curves of the plan's evidence-A searches (relnas.relevance); other curves go
+    curves = {store.config_hash(relevance.curve_key(cfg)) for cfg in configs
+              if cfg.learned_precision and cfg.precision_update == "evidence"}
+    if (folder / "relevance").is_dir():
+        stale += sorted(p for p in (folder / "relevance").iterdir()
+                        if _is_run_dir(p) and p.name not in curves)
     return stale
 
 

@@ -33,6 +33,7 @@ from torch import nn
 from relnas import data as rdata
 from relnas import runtime, store, train
 from relnas.config import Config, ConfigError, make_config
+from relnas.runtime import worker_pool
 from relnas.search import run_search
 from relnas.train import epoch_generator
 
@@ -157,12 +158,17 @@ def compute_curve(cfg: Config, *, orders: Sequence[str] = ORDERS,
     return out
 
 
+def curve_key(cfg: Config, retrain_epochs: int = 5, repeats: int = 3) -> dict[str, Any]:
+    """What a stored curve is keyed by (its folder is the hash of this)."""
+    return {"search": cfg.to_dict(), "fractions": list(FRACTIONS), "orders": list(ORDERS),
+            "retrain_epochs": retrain_epochs, "repeats": repeats}
+
+
 def curve(cfg: Config | dict, *, results_dir: str | Path | None = None,
           retrain_epochs: int = 5, repeats: int = 3) -> dict[str, Any]:
     """The stored relevance curve of ``cfg``'s search, computed on the first call."""
     cfg = make_config(**(cfg.to_dict() if isinstance(cfg, Config) else cfg))
-    key = {"search": cfg.to_dict(), "fractions": list(FRACTIONS), "orders": list(ORDERS),
-           "retrain_epochs": retrain_epochs, "repeats": repeats}
+    key = curve_key(cfg, retrain_epochs, repeats)
     results = store.ResultsStore(results_dir)
 
     def compute(folder: Path):
@@ -183,8 +189,6 @@ def curves(runs, *, results_dir: str | Path | None = None, retrain_epochs: int =
     table: ``order, retrain, fraction, removed_fraction, test_metric, metric, seed``; missing
     curves are computed in ``workers`` processes."""
     import pandas as pd
-
-    from relnas.plans import worker_pool
 
     learned = runs[(runs["method"] == "search") & runs["learned_precision"].astype(bool)
                    & (runs["space"] == "mlp")]

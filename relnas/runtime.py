@@ -151,3 +151,12 @@ class Phase:
         self.history.append({"phase": self.tag, "epoch": self.epoch, **row,
                              **dict(zip(EPOCH_TIMES, (trained - start, end - trained)))})
         self.save(modules, last=self.epoch == total)
+
+
+def worker_pool(workers: int):
+    """A pool of ``workers`` spawned processes (a context manager): spawned, not forked, so
+    that each worker starts with a clean torch (threads, CUDA) state."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))

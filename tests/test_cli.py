@@ -126,9 +126,13 @@ def test_stale_lists_and_deletes_runs_the_notebook_no_longer_makes(tmp_path, cap
     old = experiment.run(dict(dataset="boston", n_hidden=1, width=4, epochs=1, retrain_epochs=1,
                               batch_size=64, retrain_batch=64, threads=1), results_dir=results)
     (results / "boston" / "my notes").mkdir()  # not a run folder: never listed or deleted
+    # a relevance curve of a search the plan no longer makes
+    old_curve = results / "boston" / "relevance" / "0123456789ab"
+    old_curve.mkdir(parents=True)
     assert cli.main(["stale", str(nb)]) == 0
     out = capsys.readouterr().out
-    assert "1 stale run folder(s) of boston" in out and str(old["dir"]) in out
+    assert "2 stale run folder(s) of boston" in out and str(old["dir"]) in out
+    assert str(old_curve) in out
     assert all(Path(d).is_dir() for d in current["run_dir"])  # pruning included: not stale
     from relnas.store import run_lock
     with run_lock(old["dir"]):  # another process computing into it: kept
@@ -136,6 +140,7 @@ def test_stale_lists_and_deletes_runs_the_notebook_no_longer_makes(tmp_path, cap
     assert Path(old["dir"]).is_dir() and "kept: another process" in capsys.readouterr().out
     assert cli.main(["stale", str(nb), "--delete"]) == 0
     assert not Path(old["dir"]).exists() and all(Path(d).is_dir() for d in current["run_dir"])
+    assert not old_curve.exists()
     assert (results / "boston" / "my notes").is_dir()
     capsys.readouterr()
     assert cli.main(["stale", str(nb)]) == 0

@@ -132,8 +132,8 @@ def _replace(text: str, *pairs: tuple[str, str]) -> str:
 MNIST_PARAMS = _replace(
     BOSTON_PARAMS,
     ("# Parameters (papermill): the default runs the full Boston protocol on 2 CPU cores.",
-     "# Parameters (papermill): the default profile is the MLP DAG on a 3,000-image subset and a\n"
-     "# small conv cell on 1,000 images, few epochs (CPU); profile=\"paper\" is the DARTS conv\n"
+     "# Parameters (papermill): the default profile searches the MLP DAG on 2,500 + 2,500 images\n"
+     "# and retrains on all 50,000, and a small conv cell on 1,000 images (CPU); profile=\"paper\" is the DARTS conv\n"
      "# cell for a GPU (device=\"cuda\"; hours per seed, see the README)."),
     ("None: the profile's (cpu)", "None: cpu; paper: cuda"),
     ('"default" or "smoke"', '"default", "smoke" or "paper"'),
@@ -182,7 +182,8 @@ def main():
         "02_mnist": experiment_notebook(
             "02_mnist", "mnist", "MNIST: relevance of network structure",
             "The same methods on MNIST: LeNet-300-100 and LeNet-5 as experts, the MLP DAG space in "
-            "the default profile (a 3,000-image subset, few epochs, CPU) and beside it a small conv "
+            "the default profile (searched on 2,500 + 2,500 images, every derived and expert net "
+            "retrained on all 50,000 training images, CPU) and beside it a small conv "
             "cell (1,000 images; DARTS 1st order and relnas at lambda 0.1, rows marked "
             "\"(conv cell)\"); the `paper` profile searches the DARTS conv cell on 10,000 images and "
             "retrains on all 50,000 (GPU, `device=\"cuda\"`; its runs go to `results/paper/`, its "
