@@ -19,9 +19,21 @@ METHODS = ("expert", "random", "prune", "search")
 EXPERTS = {"boston": ("mlp",), "mnist": ("lenet300", "lenet5"), "cifar10": ("darts_v2", "resnet")}
 SPACES = ("mlp", "conv")
 RELAXATIONS = ("softmax", "gumbel", "dirichlet")
-MLP_OPS = ("zero", "identity", "linear", "linear_relu", "linear_tanh", "linear_sigmoid")
-CONV_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
-            "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+
+
+def _registry(space: str) -> dict:
+    """The op registry of a space (``relnas.ops``: the only list of ops; ``register_op`` adds
+    to it, and a registered op is then valid in ``ops``)."""
+    from relnas import ops
+
+    return ops.MLP_OPS if space == "mlp" else ops.CONV_OPS
+
+
+def default_ops(space: str) -> tuple[str, ...]:
+    """The ops a space searches when ``ops`` is empty (``relnas.ops``' primitives)."""
+    from relnas import ops
+
+    return ops.MLP_PRIMITIVES if space == "mlp" else ops.DARTS_PRIMITIVES
 
 
 def _choice(*allowed: str) -> dict:
@@ -144,7 +156,7 @@ class Config:
 
     @property
     def op_names(self) -> tuple[str, ...]:
-        return tuple(self.ops) or (MLP_OPS if self.space == "mlp" else CONV_OPS)
+        return tuple(self.ops) or default_ops(self.space)
 
 
 class ConfigError(ValueError):
@@ -218,7 +230,7 @@ def _check_cross(cfg: Config) -> None:
                           "the expert model to (the derived model's count)")
     if cfg.dataset == "boston" and cfg.space != "mlp":
         raise ConfigError("space='conv' needs image data; boston allows space='mlp' only")
-    allowed_ops = MLP_OPS if cfg.space == "mlp" else CONV_OPS
+    allowed_ops = tuple(_registry(cfg.space))
     for op in cfg.ops:
         if op not in allowed_ops:
             raise ConfigError(f"ops: unknown op {op!r} for space={cfg.space!r}; allowed: "

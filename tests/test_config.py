@@ -211,3 +211,4 @@ def test_paper_profile_on_a_machine_without_gpu_is_refused_before_any_run(tmp_pa
     with pytest.raises(ConfigError, match="device='cuda': no CUDA GPU.*'cpu'"):
         run_experiment("mnist", profile="paper", results_dir=tmp_path / "results")
     assert not (tmp_path / "results").exists()
+

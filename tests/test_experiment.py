@@ -245,3 +245,27 @@ def test_paper_profile_runs_every_method_end_to_end_at_toy_width(tmp_path, data_
         metrics = run(cfg, results_dir=tmp_path)["metrics"]
         assert metrics["status"] == "ok" and 0.0 <= metrics["test_metric"] <= 1.0
         assert metrics["n_train"] == 64 and metrics["params"] > 0
+
+
+def test_a_registered_op_is_valid_in_configs_and_searched(tmp_path):
+    """The op registry is the only list of ops: a new op works through the public API."""
+    from torch import nn
+
+    from relnas import ops
+    from relnas.config import ConfigError, make_config
+    from relnas.experiment import run
+
+    @ops.register_op(ops.MLP_OPS, "linear_gelu")
+    def _linear_gelu(in_dim, out_dim):
+        return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU())
+
+    try:
+        cfg = make_config(dataset="boston", n_hidden=1, width=4, epochs=2, retrain_epochs=1,
+                          threads=1, ops=["zero", "linear_gelu"], relaxation="gumbel",
+                          simplex="vertex", lam=1.0)
+        result = run(cfg, results_dir=tmp_path)
+        assert result["metrics"]["genotype"]["cells"]["dag"] == [["linear_gelu", 0, 1]]
+    finally:
+        ops.MLP_OPS.pop("linear_gelu")
+    with pytest.raises(ConfigError, match="unknown op 'linear_gelu'"):
+        make_config(ops=["zero", "linear_gelu"])

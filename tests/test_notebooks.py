@@ -152,3 +152,18 @@ def test_split_stream_outputs_are_merged_so_reruns_compare_equal():
     strip_volatile(two)
     assert nbformat.writes(one) == nbformat.writes(two)
     assert len(two.cells[0].outputs) == 1
+
+
+def test_a_rerun_of_a_notebook_writes_the_same_bytes(tmp_path, monkeypatch):
+    """`make reproduce` twice leaves `git status` clean: 04_paper (stored results only) executed
+    twice gives byte-identical notebooks."""
+    from relnas.notebooks import execute
+
+    monkeypatch.setenv("RELNAS_FIGURES", str(tmp_path / "figures"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    paths = [str(NOTEBOOKS.parent), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(os.path.abspath(p) for p in paths))
+    outs = [tmp_path / f"run{i}.ipynb" for i in (1, 2)]
+    for out in outs:
+        execute(NOTEBOOKS / "04_paper.ipynb", out, timeout=600, log_output=False)
+    assert outs[0].read_bytes() == outs[1].read_bytes()
