@@ -19,19 +19,30 @@ import pandas as pd
 
 from relnas import store
 from relnas.config import DATASETS
-from relnas.profiles import (PRUNE_LABEL, RANDOM_LABEL, RELNAS_PREFIX, darts_label, label_base,
-                             relnas_label)
+from relnas.profiles import (EXPERT_NAMES, PRUNE_LABEL, RANDOM_LABEL, RELNAS_PREFIX, SIMPLEX_SUFFIX,
+                             darts_label, expert_label, label_base, relnas_label)
 from relnas.runs import sort_rows
 from relnas.tables import metric_name, summary_table
 
-# Fixed slots of seaborn's "colorblind" palette, so that a method keeps its colour in every
-# figure (a relaxation in blues or reds, with or without learned A); other labels (the expert
-# models) take the free slots in order of appearance.
-LABEL_COLOR_SLOTS = {relnas_label("dirichlet", False): 0, relnas_label("dirichlet", True): 9,
-                     relnas_label("gumbel", False): 3, relnas_label("gumbel", True): 1,
-                     relnas_label("dirichlet", False, 2): 6, relnas_label("gumbel", False, 2): 8,
-                     darts_label(1): 2, darts_label(2): 5, RANDOM_LABEL: 7, PRUNE_LABEL: 4}
-FREE_COLOR_SLOTS = ()  # the experts take pastel shades
+# A fixed colour per method label in every figure: (seaborn palette, slot). A relaxation keeps
+# its hue: blues for Dirichlet, reds for Gumbel; its per-edge sweep and evidence-A rows take the
+# pastel shade of its first-order and learned-A colours; a conv-cell search the dark shade of its
+# method; the experts fixed dark slots in the order of EXPERT_NAMES.
+LABEL_COLORS = {
+    relnas_label("dirichlet", False): ("colorblind", 0),
+    relnas_label("dirichlet", True): ("colorblind", 9),
+    relnas_label("dirichlet", False, 2): ("colorblind", 6),
+    relnas_label("dirichlet", False, 1, SIMPLEX_SUFFIX["edge"]): ("pastel", 0),
+    relnas_label("dirichlet", True, 1, "", "evidence"): ("pastel", 9),
+    relnas_label("gumbel", False): ("colorblind", 3),
+    relnas_label("gumbel", True): ("colorblind", 1),
+    relnas_label("gumbel", False, 2): ("colorblind", 8),
+    relnas_label("gumbel", False, 1, SIMPLEX_SUFFIX["edge"]): ("pastel", 3),
+    relnas_label("gumbel", True, 1, "", "evidence"): ("pastel", 1),
+    darts_label(1): ("colorblind", 2), darts_label(2): ("colorblind", 5),
+    RANDOM_LABEL: ("colorblind", 7), PRUNE_LABEL: ("colorblind", 4),
+    **{expert_label(e): ("dark", slot) for e, slot in zip(EXPERT_NAMES, (6, 8, 7, 4, 5))},
+}
 
 
 def set_style() -> None:
@@ -41,27 +52,22 @@ def set_style() -> None:
                   rc={"figure.dpi": 100, "legend.frameon": False})
 
 
-def _color_slot(label: str) -> tuple[int, bool] | None:
-    """``(slot, conv cell)`` of a known method label: a search in the conv cell of a dataset
-    whose main space is the MLP DAG ("... (conv cell)") takes the darker shade of its method."""
-    base, cell = label_base(label)
-    return (LABEL_COLOR_SLOTS[base], cell) if base in LABEL_COLOR_SLOTS else None
-
-
 def label_colors(labels: Sequence[str]) -> dict[str, tuple]:
-    """A colour per label, the same in every figure for the known method labels."""
+    """A colour per label, the same in every figure (``LABEL_COLORS``); a search in the conv
+    cell of a dataset whose main space is the MLP DAG ("... (conv cell)") takes the dark shade
+    of its method; a label nobody planned (a user's variant) a grey of its own."""
     import seaborn as sns
-    palette, dark = sns.color_palette("colorblind", 10), sns.color_palette("dark", 10)
-    others = [l for l in dict.fromkeys(labels) if _color_slot(l) is None]
-    extra = sns.color_palette("pastel", max(len(others) - len(FREE_COLOR_SLOTS), 0))
-    free = [palette[i] for i in FREE_COLOR_SLOTS] + extra
+    palettes = {name: sns.color_palette(name, 10) for name in ("colorblind", "pastel", "dark")}
+    unknown = [l for l in dict.fromkeys(labels) if label_base(l)[0] not in LABEL_COLORS]
+    greys = sns.color_palette("Greys", len(unknown) + 2)[2:]
     out = {}
     for l in labels:
-        known = _color_slot(l)
-        if known is None:
-            out[l] = free[others.index(l)]
+        base, cell = label_base(l)
+        if base in LABEL_COLORS:
+            palette, slot = LABEL_COLORS[base]
+            out[l] = palettes["dark" if cell else palette][slot]
         else:
-            out[l] = (dark if known[1] else palette)[known[0]]
+            out[l] = greys[unknown.index(l)]
     return out
 
 

@@ -126,6 +126,10 @@ RELNAS_PREFIX = "relnas-"  # the searches with a prior (lambda applies to them o
 RANDOM_LABEL, PRUNE_LABEL = "Random search", "Magnitude pruning"
 
 
+def expert_label(expert: str) -> str:
+    return f"Expert {EXPERT_NAMES[expert]}"
+
+
 def darts_label(order: int) -> str:
     return f"DARTS {'1st' if order == 1 else '2nd'} order"
 
@@ -148,7 +152,7 @@ def method_label(cfg: Config) -> str:
     """The display name of a config's method (the row of the tables). Searches in a profile's
     second space (the MNIST small conv cell, ``SECOND_SPACE``) end in " (conv cell)"."""
     if cfg.method == "expert":
-        return f"Expert {EXPERT_NAMES[cfg.expert]}"
+        return expert_label(cfg.expert)
     if cfg.method == "prune":
         return f"{PRUNE_LABEL} ({EXPERT_NAMES[cfg.expert]})"
     suffix = CELL_SUFFIX if is_second_space(cfg) else ""

@@ -325,3 +325,16 @@ def test_a_run_stored_by_an_older_relnas_is_named_with_the_way_out(tmp_path):
     (folder / "metrics.json").write_text(json.dumps({"status": "ok"}))
     with pytest.raises(ConfigError, match="older relnas.*stale --delete"):
         load_runs(results_dir=tmp_path)
+
+
+def test_every_planned_label_keeps_one_colour_in_every_figure():
+    from relnas import figures
+    from relnas.plans import plan
+    from relnas.profiles import method_label
+
+    labels = sorted({method_label(c) for c in plan("mnist", seeds=[0], lambdas=[0.0, 1.0])}
+                    | {method_label(c) for c in plan("boston", seeds=[0], lambdas=[0.0, 1.0])})
+    everything = figures.label_colors(labels)
+    assert len(set(everything.values())) == len(labels)        # one colour a method
+    for label in labels:                                       # whatever else is drawn
+        assert figures.label_colors([label, "someone's variant"])[label] == everything[label]
