@@ -76,3 +76,12 @@ def test_time_claim_uses_the_multiple():
     assert claims.time_claim(table, multiple=2)["verdict"] == "not reproduced"
     assert list(claims.claims_table(table)["verdict"]) == \
         ["reproduced", "reproduced", "not tested", "reproduced"]
+
+
+def test_claims_read_the_main_search_space_only():
+    table = runs({"gumbel": FALLING}).assign(space="mlp")
+    cell = table[table["method"] == "search"].head(3).assign(space="conv", lam=0.1, params=15000,
+                                                            label="relnas-Gumbel (conv cell)")
+    both = pd.concat([table, cell], ignore_index=True)
+    assert claims.size_claim(both) == claims.size_claim(table)
+    assert "conv cell" not in claims.accuracy_claim(both)["evidence"]
