@@ -22,17 +22,15 @@ RELAXATIONS = ("softmax", "gumbel", "dirichlet")
 
 
 def _registry(space: str) -> dict:
-    """The op registry of a space (``relnas.ops``: the only list of ops; ``register_op`` adds
-    to it, and a registered op is then valid in ``ops``)."""
+    """The op registry of a space (``relnas.ops``, the only list of ops: an op added there with
+    ``register_op`` is valid in ``ops``)."""
     from relnas import ops
-
     return ops.MLP_OPS if space == "mlp" else ops.CONV_OPS
 
 
 def default_ops(space: str) -> tuple[str, ...]:
     """The ops a space searches when ``ops`` is empty (``relnas.ops``' primitives)."""
     from relnas import ops
-
     return ops.MLP_PRIMITIVES if space == "mlp" else ops.DARTS_PRIMITIVES
 
 
