@@ -81,22 +81,38 @@ def _stale(notebooks: Sequence[str], *, delete: bool) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    """``--wait``: a finite number of seconds >= 0 (argparse turns the error into exit 2)."""
+    import math
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds >= 0")
+    return value
+
+
+def _folder(text: str) -> str:
+    """``--results-dir``: a non-empty path (an empty one would write into the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a folder, or leave the option out")
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="relnas", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run one config")
     p_run.add_argument("--config", help="YAML file of config fields")
     p_run.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    p_run.add_argument("--results-dir")
+    p_run.add_argument("--results-dir", type=_folder)
     p_run.add_argument("--recompute", action="store_true")
     p_run.add_argument("--progress", action="store_true")
-    p_run.add_argument("--wait", type=float, default=0.0,
+    p_run.add_argument("--wait", type=_seconds, default=0.0,
                        help="seconds to wait for another process computing the same config")
     p_exp = sub.add_parser("experiment", help="run a dataset's whole plan")
     p_exp.add_argument("dataset")
     p_exp.add_argument("--config", help="YAML file of plan parameters")
     p_exp.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    p_exp.add_argument("--results-dir")
+    p_exp.add_argument("--results-dir", type=_folder)
     p_exp.add_argument("--progress", action="store_true")
     p_rep = sub.add_parser("reproduce", help="execute notebooks in place with papermill")
     p_rep.add_argument("notebooks", nargs="+")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ class Config:
     method: str = field(default="search", metadata=_choice(*METHODS))
     expert: str = "mlp"                 # expert model (method expert/prune), see EXPERTS
     space: str = field(default="mlp", metadata=_choice(*SPACES))
-    seed: int = field(default=0, metadata=_range(0))
+    seed: int = field(default=0, metadata=_range(0, hi=2**31 - 1))  # numpy seeds < 2**32
     # --- data ---
     subset: int = field(default=0, metadata=_range(0))            # 0 = all training examples
     valid_fraction: float = field(default=0.0, metadata=_range(0.0, hi=0.9))  # 0 = dataset default
@@ -193,6 +194,8 @@ def _coerce(name: str, value: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+        if not math.isfinite(value):
+            raise ConfigError(f"{name}={value!r} must be a finite number")
         return float(value)
     if not isinstance(value, str):
         raise ConfigError(f"{name} must be a string, got {value!r} ({type(value).__name__})")
@@ -276,25 +279,9 @@ def _check_cross(cfg: Config) -> None:
                               "(space='conv' searches, or expert='darts_v2'); set it to 0")
     if cfg.hard and cfg.relaxation != "gumbel":
         raise ConfigError(f"hard=True is straight-through Gumbel; relaxation={cfg.relaxation!r}")
-    check_device(cfg.device)
-
-
-def check_device(device: str) -> None:
-    """Refuse a device this machine does not have, naming what it has."""
-    import torch
-
-    if device in ("cpu", "auto"):
-        return
-    if device == "cuda" or device.startswith("cuda:"):
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(device.split(":")[1]) if ":" in device and device.split(":")[1].isdigit() else 0
-        if count == 0:
-            raise ConfigError(f"device={device!r}: no CUDA GPU is available on this machine; "
-                              "use device='cpu' (or 'auto')")
-        if index >= count:
-            raise ConfigError(f"device={device!r}: only {count} CUDA device(s) here")
-        return
-    raise ConfigError(f"device={device!r} is not allowed; use 'cpu', 'cuda', 'cuda:N' or 'auto'")
+    from relnas.devices import device_problem
+    if (problem := device_problem(cfg.device)) is not None:
+        raise ConfigError(problem)
 
 
 def make_config(**values: Any) -> Config:
@@ -309,11 +296,3 @@ def make_config(**values: Any) -> Config:
     cfg = Config(**coerced)
     _check_cross(cfg)
     return cfg
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device

@@ -42,6 +42,7 @@ def run(cfg: Config | Mapping[str, Any], *, results_dir: str | Path | None = Non
     cfg = make_config(**(cfg.to_dict() if isinstance(cfg, Config) else cfg))
     results = store.ResultsStore(results_dir)
     if not recompute and (hit := results.load(cfg.dataset, cfg.to_dict())) is not None:
+        _drop_checkpoints(Path(hit["dir"]), results.root)  # left by a process that died late
         return {**hit, "cached": True}
     check_results_dir(results)
     result = results.run(cfg.dataset, cfg.to_dict(),
@@ -50,9 +51,16 @@ def run(cfg: Config | Mapping[str, Any], *, results_dir: str | Path | None = Non
                                                 fresh=recompute),
                          recompute=recompute, wait=wait)
     if not result["cached"]:  # finished: the checkpoints only served resuming
-        for checkpoint in Path(result["dir"]).glob("checkpoint_*.pt"):
-            checkpoint.unlink(missing_ok=True)
+        _drop_checkpoints(Path(result["dir"]), results.root)
     return result
+
+
+def _drop_checkpoints(run_dir: Path, write_root: Path) -> None:
+    """Remove the checkpoints of a finished run in the write root (read-only roots are left)."""
+    if not run_dir.resolve().is_relative_to(Path(write_root).resolve()):
+        return
+    for checkpoint in run_dir.glob("checkpoint_*.pt"):
+        checkpoint.unlink(missing_ok=True)
 
 
 def check_results_dir(results: store.ResultsStore) -> None:

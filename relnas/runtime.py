@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from relnas import store
-from relnas.config import Config, resolve_device
+from relnas.config import Config
+from relnas.devices import resolve_device
 
 # Wall-clock columns of history.csv (the only ones that differ between identical runs)
 EPOCH_TIMES = ("train_s", "eval_s")

@@ -145,3 +145,12 @@ def test_stale_lists_and_deletes_runs_the_notebook_no_longer_makes(tmp_path, cap
     capsys.readouterr()
     assert cli.main(["stale", str(nb)]) == 0
     assert "0 stale run folder(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args", [["--wait", "nan"], ["--wait", "inf"], ["--wait", "-1"],
+                                  ["--results-dir", ""]])
+def test_bad_wait_or_results_dir_exit_2_before_any_run(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "--set", "dataset=boston", *args])
+    assert exc.value.code == 2
+    assert args[0] in capsys.readouterr().err

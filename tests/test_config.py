@@ -212,3 +212,25 @@ def test_paper_profile_on_a_machine_without_gpu_is_refused_before_any_run(tmp_pa
         run_experiment("mnist", profile="paper", results_dir=tmp_path / "results")
     assert not (tmp_path / "results").exists()
 
+
+
+@pytest.mark.parametrize("name,value", [("lam", float("nan")), ("tau_end", float("nan")),
+                                        ("xi", float("nan")), ("weight_decay", float("inf")),
+                                        ("prune_threshold", float("nan")),
+                                        ("arch_lr", float("-inf"))])
+def test_non_finite_numbers_are_refused_by_name(name, value):
+    extra = {"order": 2} if name == "xi" else {}
+    with pytest.raises(ConfigError, match=f"{name}=.*finite"):
+        make_config(**{name: value}, **extra)
+
+
+def test_seed_has_an_upper_bound_numpy_accepts():
+    make_config(seed=2**31 - 1)
+    with pytest.raises(ConfigError, match="seed=.*<="):
+        make_config(seed=2**32)
+
+
+@pytest.mark.parametrize("device", ["cuda:x", "cuda:-1", "cuda:0:0", "cuda0", "cuda:01"])
+def test_malformed_cuda_devices_are_refused_whatever_the_machine(device):
+    with pytest.raises(ConfigError, match="cuda:N"):
+        make_config(device=device)

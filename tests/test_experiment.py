@@ -269,3 +269,12 @@ def test_a_registered_op_is_valid_in_configs_and_searched(tmp_path):
         ops.MLP_OPS.pop("linear_gelu")
     with pytest.raises(ConfigError, match="unknown op 'linear_gelu'"):
         make_config(ops=["zero", "linear_gelu"])
+
+
+def test_a_cache_hit_removes_checkpoints_a_late_crash_left(tmp_path):
+    config = dict(dataset="boston", n_hidden=1, width=4, epochs=1, retrain_epochs=1, threads=1)
+    first = run(config, results_dir=tmp_path)
+    left = first["dir"] / "checkpoint_retrain.pt"
+    left.write_bytes(b"written before metrics.json, then the process died")
+    again = run(config, results_dir=tmp_path)
+    assert again["cached"] and not left.exists()
