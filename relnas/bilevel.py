@@ -135,7 +135,7 @@ class BilevelOptimizer:
     ``loss_fn(output, target)``: batch-mean negative log-likelihood. ``n_train``: size of the
     training split (scales the prior, see the module docstring). Defaults are DARTS: SGD lr 0.025,
     momentum 0.9, grad clip 5 (None: no clip); Adam lr 3e-4, betas (0.5, 0.999), wd 1e-3 on theta.
-    ``prior_lr``: Adam lr of log A (relnas.config default 1e-2; no published value), no weight
+    ``precision_lr``: Adam lr of log A (relnas.config default 1e-2; no published value), no weight
     decay. ``order``: 1 or 2; ``hvp``, ``xi`` (None = current inner lr, DARTS) and ``fd_eps``
     (DARTS 0.01) act in the second order only. ``hard``: straight-through samples of Gamma.
     ``lam``: structural prior strength; with ``lam = 0`` R is never evaluated (nor reported).
@@ -146,7 +146,7 @@ class BilevelOptimizer:
                  loss_fn: Callable[[Tensor, Tensor], Tensor], *, n_train: int,
                  w_lr: float = 0.025, w_momentum: float = 0.9, w_grad_clip: float | None = 5.0,
                  arch_lr: float = 3e-4, arch_betas: tuple[float, float] = (0.5, 0.999),
-                 arch_weight_decay: float = 1e-3, prior_lr: float = 1e-2, lam: float = 0.0,
+                 arch_weight_decay: float = 1e-3, precision_lr: float = 1e-2, lam: float = 0.0,
                  order: int = 1, hvp: str = "finite", xi: float | None = None,
                  hard: bool = False, fd_eps: float = 0.01, n_valid: int = 1):
         _check_options(net, arch, prior, n_train=n_train, lam=lam, order=order, hvp=hvp, xi=xi)
@@ -161,7 +161,7 @@ class BilevelOptimizer:
                                            foreach=True)
         groups = [{"params": list(arch.parameters()), "weight_decay": arch_weight_decay}]
         if prior.learned:
-            groups.append({"params": [prior.log_precision], "lr": prior_lr, "weight_decay": 0.0})
+            groups.append({"params": [prior.log_precision], "lr": precision_lr, "weight_decay": 0.0})
         self.arch_optimizer = torch.optim.Adam(groups, lr=arch_lr, betas=arch_betas, foreach=True)
         self._outer = list(arch.parameters()) + ([prior.log_precision] if prior.learned else [])
         self._has_buffers = any(True for _ in net.buffers())

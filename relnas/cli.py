@@ -5,7 +5,7 @@
 - ``experiment boston --set profile=default "seeds=[0,1]" ...``: a dataset's whole plan (the GPU
   machine has no Jupyter: this is the notebook's computation without the notebook); the plan
   parameters are those of ``relnas.plans.run_experiment`` (``learned_precision``, not the
-  notebooks' ``learned_A``) plus any config field.
+  notebooks) plus any config field.
 - ``reproduce notebooks/01_boston.ipynb ...``: execute notebooks in place with papermill.
 - ``stale [notebooks ...] [--delete]``: the run folders in ``results/`` that the experiment
   notebooks, with the parameters of their parameters cells, no longer produce (runs of an
@@ -62,7 +62,6 @@ def _stale(notebooks: Sequence[str], *, delete: bool) -> int:
         if dataset is None:
             raise SystemExit(f"{nb}: not an experiment notebook (no run_experiment call)")
         values = notebook_parameter_values(nb)
-        values["learned_precision"] = values.pop("learned_A", (False, True))
         for name in EXECUTION_PARAMETERS:
             values.pop(name, None)
         stale = stale_runs(dataset, **values)

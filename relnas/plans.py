@@ -93,7 +93,7 @@ def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1
     _check_grid(seeds, lambdas, relaxations)
     for value in learned_precision:
         if not isinstance(value, bool):
-            raise ConfigError("learned_precision (notebook: learned_A): every value must be True "
+            raise ConfigError("learned_precision: every value must be True "
                               f"or False, got {value!r}")
     if not isinstance(conv_cell, bool):
         raise ConfigError(f"conv_cell must be True or False, got {conv_cell!r}")
@@ -250,7 +250,7 @@ def _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precis
     return plan(dataset, profile=profile, seeds=as_list("seeds", seeds),
                 relaxations=as_list("relaxations", relaxations),
                 lambdas=as_list("lambdas", lambdas),
-                learned_precision=as_list("learned_A", learned_precision), order=order,
+                learned_precision=as_list("learned_precision", learned_precision), order=order,
                 conv_cell=conv_cell, **overrides)
 
 

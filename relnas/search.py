@@ -105,7 +105,7 @@ def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
         net, arch, prior, task.loss_fn, n_train=len(xt), w_lr=cfg.w_lr,
         w_momentum=cfg.w_momentum, w_grad_clip=cfg.grad_clip, arch_lr=cfg.arch_lr,
         arch_betas=(cfg.arch_beta1, cfg.arch_beta2), arch_weight_decay=cfg.arch_weight_decay,
-        prior_lr=cfg.precision_lr, lam=cfg.lam, order=cfg.order, hvp=cfg.hvp, xi=cfg.xi,
+        precision_lr=cfg.precision_lr, lam=cfg.lam, order=cfg.order, hvp=cfg.hvp, xi=cfg.xi,
         hard=cfg.hard, fd_eps=cfg.fd_eps, n_valid=len(xv))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt.w_optimizer, T_max=cfg.epochs,
                                                        eta_min=cfg.w_lr_min)

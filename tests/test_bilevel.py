@@ -247,7 +247,7 @@ FLAGS = [
     (SECOND, {**SECOND, "xi": 0.05}),
     (SECOND, {**SECOND, "fd_eps": 0.5}),
     (SECOND, {**SECOND, "learned": True}),
-    ({**SECOND, "learned": True}, {**SECOND, "learned": True, "prior_lr": 0.1}),
+    ({**SECOND, "learned": True}, {**SECOND, "learned": True, "precision_lr": 0.1}),
     ({}, {"hard": True}),
     ({}, {"simplex": "vertex"}),
     ({}, {"relaxation": "gumbel"}),

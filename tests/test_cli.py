@@ -112,7 +112,7 @@ def test_stale_lists_and_deletes_runs_the_notebook_no_longer_makes(tmp_path, cap
 
     results = tmp_path / "results"
     params = dict(profile="smoke", seeds=[0], lambdas=[0.1], relaxations=["gumbel"],
-                  learned_A=[False], results_dir=str(results), workers=1)
+                  learned_precision=[False], results_dir=str(results), workers=1)
     nb = tmp_path / "exp.ipynb"
     nbformat.write(new_notebook(cells=[
         new_code_cell("\n".join(f"{k} = {v!r}" for k, v in params.items()),

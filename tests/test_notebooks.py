@@ -15,7 +15,7 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPERIMENTS = {"01_boston": "boston", "02_mnist": "mnist"}
 SMOKE = {"profile": "smoke", "seeds": [0, 1], "lambdas": [0.1], "relaxations": ["dirichlet"],
-         "learned_A": [False, True]}
+         "learned_precision": [False, True]}
 
 
 def _code(nb):

@@ -27,7 +27,7 @@ def experiment_notebook(name: str, dataset: str, title: str, intro: str, params:
             "from relnas import report\n"
             "from relnas.plans import run_experiment\n\n"
             f"runs = run_experiment({dataset!r}, profile=profile, seeds=seeds, relaxations=relaxations,\n"
-            "                      lambdas=lambdas, learned_precision=learned_A, order=order,\n"
+            "                      lambdas=lambdas, learned_precision=learned_precision, order=order,\n"
             "                      epochs=epochs, retrain_epochs=retrain_epochs, device=device,\n"
             "                      results_dir=results_dir, progress=progress, workers=workers,\n"
             f"                      recompute=recompute, checkpoint_interval=10.0{call_args})\n"
@@ -111,7 +111,7 @@ lambdas = [0, 0.1, 1, 10, 100]          # the size prior's sweep; per method cho
 seeds = [0, 1, 2, 3, 4]
 epochs = None                           # search epochs (None: profile default)
 retrain_epochs = None                   # retrain epochs (None: profile default)
-learned_A = [False, True]               # weight-prior precisions fixed and/or learned (order 2)
+learned_precision = [False, True]       # True: learned vs fixed weight-prior precisions A too
 order = 1                               # hypergradient order of relnas without learned A
 device = None                           # "cpu", "cuda", "auto"; None: the profile's (cpu)
 results_dir = None                      # None: env RELNAS_RESULTS or results/
