@@ -1,4 +1,10 @@
-"""Execute the experiment notebooks with papermill and store them with stable metadata.
+"""Build the notebooks from their source files, execute them with papermill, store them with
+stable metadata.
+
+Sources: ``notebooks/src/<name>.py`` in jupytext's percent format (readable, diffable);
+``python tools/build_notebooks.py`` writes ``notebooks/<name>.ipynb`` from them
+(:func:`notebook_from_source`: kernel ``python3``, stable cell ids, only the cells' tags kept)
+and ``tests/test_notebooks.py`` checks that the committed notebooks match their sources.
 
 ``make reproduce`` calls :func:`execute` on each notebook in place: the notebook runs in a
 fresh ``python3`` kernel with its own folder as working directory, into a temporary file that
@@ -14,6 +20,38 @@ from pathlib import Path
 from typing import Any, Mapping
 
 VOLATILE_CELL_KEYS = ("papermill", "execution")
+KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+          "language_info": {"name": "python"}}
+
+
+def notebook_from_source(path: str | os.PathLike):
+    """The notebook (no outputs) of a jupytext percent-format source file."""
+    import jupytext
+
+    nb = jupytext.read(str(path), fmt="py:percent")
+    nb.metadata = dict(KERNEL)
+    for i, cell in enumerate(nb.cells):  # stable ids: a rebuild changes no unchanged cell
+        cell.id = f"cell-{i:02d}"
+        tags = cell.metadata.get("tags")
+        cell.metadata = {"tags": tags} if tags else {}
+    return nb
+
+
+def out_of_sync(source: str | os.PathLike, notebook: str | os.PathLike) -> list[str]:
+    """Where the notebook's cells (type, source, tags; outputs aside) differ from its source
+    file; empty when they match."""
+    import nbformat
+
+    want = notebook_from_source(source).cells
+    have = nbformat.read(str(notebook), as_version=4).cells
+    if len(want) != len(have):
+        return [f"{len(have)} cells in {notebook}, {len(want)} in {source}"]
+
+    def key(cell):
+        return cell.cell_type, cell.source, cell.metadata.get("tags", [])
+
+    return [f"cell {i}: {key(h)[1][:60]!r} differs from the source" for i, (w, h)
+            in enumerate(zip(want, have)) if key(w) != key(h)]
 KEEP_NOTEBOOK_PAPERMILL = ("parameters", "default_parameters")
 
 

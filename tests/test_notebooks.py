@@ -167,3 +167,21 @@ def test_a_rerun_of_a_notebook_writes_the_same_bytes(tmp_path, monkeypatch):
     for out in outs:
         execute(NOTEBOOKS / "04_paper.ipynb", out, timeout=600, log_output=False)
     assert outs[0].read_bytes() == outs[1].read_bytes()
+
+
+@pytest.mark.parametrize("name", ["01_boston", "02_mnist", "04_paper"])
+def test_committed_notebooks_match_their_source_files(name):
+    """notebooks/src/<name>.py (jupytext percent format) is the source of each notebook; the
+    committed .ipynb must hold the same cells (`python tools/build_notebooks.py` rebuilds)."""
+    from relnas.notebooks import out_of_sync
+
+    assert out_of_sync(NOTEBOOKS / "src" / f"{name}.py", NOTEBOOKS / f"{name}.ipynb") == []
+
+
+def test_a_changed_source_is_reported_out_of_sync(tmp_path):
+    from relnas.notebooks import out_of_sync
+
+    source = tmp_path / "nb.py"
+    source.write_text((NOTEBOOKS / "src" / "04_paper.py").read_text().replace(
+        "print(runs.groupby", "print(runs.groupby", 1) + "\n# %%\nprint('a new cell')\n")
+    assert out_of_sync(source, NOTEBOOKS / "04_paper.ipynb")
