@@ -73,7 +73,7 @@ def load_runs(dataset: str | None = None, results_dir: str | Path | None = None,
     rows, seen = [], set()
     for root in [results.root, *results.read_roots]:
         for metrics in sorted(root.glob(f"{dataset or '*'}/*/{store.METRICS}")):
-            if metrics.parent.name in seen or store.read_json(metrics).get("status") != "ok":
+            if metrics.parent.name in seen or not store.finished(metrics.parent):
                 continue
             seen.add(metrics.parent.name)
             try:

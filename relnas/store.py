@@ -28,6 +28,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -157,12 +158,14 @@ class ResultsStore:
         return self.root / experiment / config_hash(config)
 
     def find(self, experiment: str, config: Mapping[str, Any]) -> Path | None:
-        """The folder of a finished (status ok) run of ``config``, searching write root first."""
+        """The folder of a finished (status ok) run of ``config``, searching write root first.
+        A damaged folder (unreadable ``metrics.json`` / ``config.json``, or a ``config.json``
+        that is not the config its name says) is never reused: a warning names it, and in the
+        write root :meth:`run` recomputes it in place."""
         key = config_hash(config)
         for root in [self.root, *self.read_roots]:
             folder = root / experiment / key
-            metrics = folder / METRICS
-            if metrics.is_file() and read_json(metrics).get("status") == "ok":
+            if finished(folder):
                 return folder
         return None
 
@@ -226,6 +229,26 @@ class ResultsStore:
         result = load_run(folder)
         result["cached"] = False
         return result
+
+
+def finished(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished run whose ``config.json`` hashes to its name; a
+    damaged folder is reported (``warnings``) and counts as not finished."""
+    metrics = folder / METRICS
+    if not metrics.is_file():
+        return False
+    try:
+        ok = read_json(metrics).get("status") == "ok"
+        stored = read_json(folder / CONFIG)
+    except (OSError, ValueError, AttributeError) as exc:
+        warnings.warn(f"{folder}: damaged run folder ({type(exc).__name__}: {exc}); not reused "
+                      "(a run of its config recomputes it)", stacklevel=3)
+        return False
+    if ok and config_hash(stored) != folder.name:
+        warnings.warn(f"{folder / CONFIG}: not the config the folder is named for (edited or "
+                      "copied); not reused (a run of its config recomputes it)", stacklevel=3)
+        return False
+    return ok
 
 
 def load_run(folder: str | os.PathLike) -> dict[str, Any]:

@@ -319,9 +319,12 @@ def test_a_run_stored_by_an_older_relnas_is_named_with_the_way_out(tmp_path):
     from relnas.config import ConfigError
     from relnas.runs import load_runs
 
-    folder = tmp_path / "boston" / "0123456789ab"
+    from relnas.store import config_hash
+
+    old_config = {"dataset": "boston", "gumbel_prior": "kl"}
+    folder = tmp_path / "boston" / config_hash(old_config)
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"dataset": "boston", "gumbel_prior": "kl"}))
+    (folder / "config.json").write_text(json.dumps(old_config))
     (folder / "metrics.json").write_text(json.dumps({"status": "ok"}))
     with pytest.raises(ConfigError, match="older relnas.*stale --delete"):
         load_runs(results_dir=tmp_path)

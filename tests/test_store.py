@@ -146,3 +146,26 @@ def test_a_killed_holder_releases_the_lock(tmp_path):
     proc.join(10)
     with store.run_lock(folder, wait=2.0):
         pass
+
+
+def test_damaged_or_edited_run_folders_are_named_and_recomputed(tmp_path):
+    from relnas.experiment import run
+
+    config = dict(dataset="boston", n_hidden=1, width=4, epochs=1, retrain_epochs=1, threads=1)
+    first = run(config, results_dir=tmp_path)
+    metrics = first["dir"] / "metrics.json"
+    metrics.write_text(metrics.read_text()[:20])                  # truncated by a full disk
+    with pytest.warns(UserWarning, match="damaged run folder"):
+        again = run(config, results_dir=tmp_path)
+    assert not again["cached"] and again["metrics"]["test_metric"] == first["metrics"]["test_metric"]
+    # config.json edited to another config: the folder's name no longer matches, never a hit
+    other = dict(config, width=5)
+    (first["dir"] / "config.json").write_text(json.dumps(_stored(other)))
+    with pytest.warns(UserWarning, match="not the config the folder is named for"):
+        assert not run(config, results_dir=tmp_path)["cached"]
+    assert run(config, results_dir=tmp_path)["cached"]            # recomputed in place
+
+
+def _stored(values):
+    from relnas.config import make_config
+    return make_config(**values).to_dict()
