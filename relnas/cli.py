@@ -31,14 +31,30 @@ def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
         if "=" not in pair:
             raise SystemExit(f"--set expects key=value, got {pair!r}")
         key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        out[key.strip()] = _numbers(yaml.safe_load(value)) if value.strip() else ""
     return out
+
+
+def _numbers(value: Any) -> Any:
+    """YAML 1.1 reads ``3e-4`` (no dot) as a string: such a string that is a float becomes one,
+    in lists and mappings too."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if any(c in value.lower() for c in ".e") else value
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    return value
 
 
 def _load_yaml(path: str | None) -> dict[str, Any]:
     if not path:
         return {}
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = _numbers(yaml.safe_load(Path(path).read_text()) or {})
     if not isinstance(data, dict):
         raise SystemExit(f"{path}: expected a mapping of parameters, got {type(data).__name__}")
     return data

@@ -135,7 +135,7 @@ class Config:
     # --- execution ---
     device: str = "cpu"                                           # cpu | cuda | cuda:N | auto
     deterministic: bool = True
-    threads: int = field(default=2, metadata=_range(1))
+    threads: int = field(default=2, metadata=_range(1, hi=256))  # 1e5 threads segfault torch
 
     def to_dict(self) -> dict[str, Any]:
         """Every field (tuples as lists), except ``OPTIONAL_FIELDS`` at their default."""

@@ -231,8 +231,9 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
                              order, conv_cell, overrides)
     results_dir = profile_results_dir(profile, results_dir)
     check_results_dir(store.ResultsStore(results_dir))
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise ConfigError(f"workers must be an integer from 1 to 64 (processes, one torch each), "
+                          f"got {workers!r}")
     if not isinstance(recompute, bool):
         raise ConfigError(f"recompute must be True or False, got {recompute!r}")
     kw = {"results_dir": results_dir, "progress": progress, "recompute": recompute,

@@ -154,3 +154,8 @@ def test_bad_wait_or_results_dir_exit_2_before_any_run(args, capsys):
         cli.main(["run", "--set", "dataset=boston", *args])
     assert exc.value.code == 2
     assert args[0] in capsys.readouterr().err
+
+
+def test_yaml_1_1_exponent_floats_are_numbers():
+    values = cli.parse_sets(["arch_lr=3e-4", "lambdas=[1e-2, 0.1, 10]", "name=e", "ops=zero"])
+    assert values == {"arch_lr": 3e-4, "lambdas": [0.01, 0.1, 10], "name": "e", "ops": "zero"}

@@ -234,3 +234,10 @@ def test_seed_has_an_upper_bound_numpy_accepts():
 def test_malformed_cuda_devices_are_refused_whatever_the_machine(device):
     with pytest.raises(ConfigError, match="cuda:N"):
         make_config(device=device)
+
+
+def test_thread_and_worker_counts_have_upper_bounds():
+    with pytest.raises(ConfigError, match="threads=.*<= 256"):
+        make_config(threads=100000)
+    with pytest.raises(ConfigError, match="workers must be an integer from 1 to 64"):
+        run_experiment("boston", profile="smoke", seeds=[0], workers=1000)
