@@ -49,7 +49,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # hours per seed with lambdas [0.1] and fixed A, 5-6 with the notebook's defaults (two
         # lambdas, fixed and learned A: learned A is second order). `python
         # benchmarks/plan_cost.py mnist --profile paper --device cuda` measures it.
+        # arch_lr 3e-3: 10 epochs of 157 steps are about 1,600 structure steps, not DARTS'
+        # ~20,000 at 3e-4 (method.md 3: a search must leave the uniform; unmeasured on a GPU).
         "paper": dict(space="conv", C=16, layers=5, batch_size=64, search_subset=10000,
+                      arch_lr=3e-3,
                       epochs=10, retrain_epochs=20, retrain_batch=96, retrain_C=36,
                       retrain_layers=8, retrain_lr=0.025, cutout=0, drop_path=0.1,
                       auxiliary_weight=0.4, random_samples=4, threads=4, device="cuda"),
