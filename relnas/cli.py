@@ -29,7 +29,7 @@ def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
     out = {}
     for pair in pairs:
         if "=" not in pair:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
+            _input_error(f"--set expects key=value, got {pair!r}")
         key, value = pair.split("=", 1)
         out[key.strip()] = _numbers(yaml.safe_load(value)) if value.strip() else ""
     return out
@@ -54,10 +54,21 @@ def _numbers(value: Any) -> Any:
 def _load_yaml(path: str | None) -> dict[str, Any]:
     if not path:
         return {}
-    data = _numbers(yaml.safe_load(Path(path).read_text()) or {})
+    try:
+        data = _numbers(yaml.safe_load(Path(path).read_text()) or {})
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        _input_error(f"--config {path}: cannot read it as YAML ({type(exc).__name__}: "
+                     f"{str(exc).splitlines()[0] if str(exc) else exc!r})")
     if not isinstance(data, dict):
-        raise SystemExit(f"{path}: expected a mapping of parameters, got {type(data).__name__}")
+        _input_error(f"--config {path}: expected a mapping of parameters, got "
+                     f"{type(data).__name__}")
     return data
+
+
+def _input_error(message: str) -> None:
+    """A wrong input on the command line: the message on stderr, exit code 2 (as argparse)."""
+    sys.stderr.write(f"relnas: {message}\n")
+    raise SystemExit(2)
 
 
 EXPERIMENT_NOTEBOOKS = ("notebooks/01_boston.ipynb", "notebooks/02_mnist.ipynb")  # in the repo

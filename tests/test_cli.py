@@ -159,3 +159,25 @@ def test_bad_wait_or_results_dir_exit_2_before_any_run(args, capsys):
 def test_yaml_1_1_exponent_floats_are_numbers():
     values = cli.parse_sets(["arch_lr=3e-4", "lambdas=[1e-2, 0.1, 10]", "name=e", "ops=zero"])
     assert values == {"arch_lr": 3e-4, "lambdas": [0.01, 0.1, 10], "name": "e", "ops": "zero"}
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "binary", "invalid", "a list"])
+def test_a_bad_config_file_exits_2_naming_it(kind, tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "binary":
+        path.write_bytes(b"\xff\xfe\x00\x81")
+    elif kind == "invalid":
+        path.write_text("epochs: [1, 2\n")
+    elif kind == "a list":
+        path.write_text("- 1\n- 2\n")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "--config", str(path)])
+    assert exc.value.code == 2 and str(path) in capsys.readouterr().err
+
+
+def test_set_without_equals_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "--set", "epochs"])
+    assert exc.value.code == 2 and "key=value" in capsys.readouterr().err
