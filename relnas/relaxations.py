@@ -123,9 +123,11 @@ class Gumbel(Relaxation):
 
     def prior_params(self, entry_ops: Sequence[Sequence[str]], entry_cost: Tensor) -> Tensor:
         """The prior's logits ``phi``, shape ``(G, K)``."""
-        phi = entry_cost.new_tensor([[self.prior_logits.get(op, 0.0) for op in row]
-                                     for row in entry_ops])
-        return phi - self.cost_strength * entry_cost
+        size = -self.cost_strength * entry_cost
+        if not self.prior_logits:  # the default: no per-op logits to build at every step
+            return size
+        return size + entry_cost.new_tensor([[self.prior_logits.get(op, 0.0) for op in row]
+                                             for row in entry_ops])
 
     # Written out rather than through torch.distributions.ExpRelaxedCategorical (the same draws
     # from the same RNG, the same density; tests compare both): the distribution objects cost
