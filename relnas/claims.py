@@ -33,7 +33,7 @@ def _ci95(values: Iterable[float]) -> float:
     return 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
 
 
-def _sweep_rows(runs: pd.DataFrame) -> pd.DataFrame:
+def sweep_rows(runs: pd.DataFrame) -> pd.DataFrame:
     """The prior rows of the lambda sweep: fixed A, first order (one label per relaxation and
     simplex, e.g. "relnas-Gumbel", "relnas-Gumbel per edge"), in the main search space (the
     one with the most searches; MNIST's small conv cell runs one lambda only)."""
@@ -53,22 +53,53 @@ def _first_expert(runs: pd.DataFrame) -> pd.DataFrame:
         else experts
 
 
+def matched(runs: pd.DataFrame, method: str) -> dict[tuple[int, int], float]:
+    """``{(seed, budget): test metric}`` of the matched-size baselines of ``method`` ("prune",
+    "random"): the runs with a parameter budget, planned at each size the sweep derived."""
+    if "budget" not in runs:
+        return {}
+    sub = runs[(runs["method"] == method) & (runs["budget"] > 0)]
+    return {(int(s), int(b)): float(m)
+            for s, b, m in zip(sub["seed"], sub["budget"], sub["test_metric"])}
+
+
+def _at_sizes(rows: pd.DataFrame, table: dict[tuple[int, int], float]) -> list[float]:
+    """The matched baseline of each run (same seed, budget = its parameter count), NaN if none."""
+    return [table.get((int(s), int(p)), math.nan) for s, p in zip(rows["seed"], rows["params"])]
+
+
+def seed_agreement(kept: Iterable[str]) -> float:
+    """Mean pairwise Jaccard similarity of the kept (op, src, dst) sets of several seeds
+    (``runs.kept_pairs`` strings): 1 when every seed derives the same structure; NaN for fewer
+    than two."""
+    sets = [set(k.split(";")) for k in kept if isinstance(k, str) and k]
+    pairs = [len(a & b) / len(a | b) for i, a in enumerate(sets) for b in sets[i + 1:]]
+    return statistics.mean(pairs) if pairs else math.nan
+
+
 def sweep(runs: pd.DataFrame) -> pd.DataFrame:
     """The lambda sweep: one row per sweep label and lambda with the median and mean parameter
-    count, the mean test metric, the mean final normalized entropy and the number of seeds."""
-    rows = _sweep_rows(runs)
-    columns = ["label", "lam", "median_params", "mean_params", "test_metric", "entropy_end",
-               "seeds"]
+    count, the mean test metric, that of magnitude pruning and of random search at the same
+    sizes (same seed and parameter count, ``matched``), the mean final normalized entropy, the
+    agreement of the seeds on the kept (edge, op) pairs (``seed_agreement``) and the number of
+    seeds."""
+    rows = sweep_rows(runs)
+    columns = ["label", "lam", "median_params", "mean_params", "test_metric", "pruning",
+               "random_search", "entropy_end", "agreement", "seeds"]
     if rows.empty:
         return pd.DataFrame(columns=columns)
-    if "entropy_norm_end" not in rows:
-        rows = rows.assign(entropy_norm_end=math.nan)
+    rows = rows.assign(**{c: rows[c] if c in rows else math.nan
+                          for c in ("entropy_norm_end", "kept")})
+    rows = rows.assign(pruning=_at_sizes(rows, matched(runs, "prune")),
+                       random_search=_at_sizes(rows, matched(runs, "random")))
     return (rows.groupby(["label", "lam"])
             .agg(median_params=("params", "median"), mean_params=("params", "mean"),
-                 test_metric=("test_metric", "mean"), entropy_end=("entropy_norm_end", "mean"),
+                 test_metric=("test_metric", "mean"), pruning=("pruning", "mean"),
+                 random_search=("random_search", "mean"),
+                 entropy_end=("entropy_norm_end", "mean"), agreement=("kept", seed_agreement),
                  seeds=("seed", "nunique"))
             .reset_index().sort_values(["label", "lam"])[columns].reset_index(drop=True)
-            .round({"mean_params": 0, "entropy_end": 3}))
+            .round({"mean_params": 0, "entropy_end": 3, "agreement": 2}))
 
 
 def size_claim(runs: pd.DataFrame) -> dict[str, str]:
@@ -114,7 +145,7 @@ def _verdict(held: list[bool | None]) -> str:
 def selected(runs: pd.DataFrame) -> pd.DataFrame:
     """Per sweep label and seed, the prior run (fixed A, first order) whose lambda is best on
     validation: the paper's "lambda selected on validation"."""
-    rows = _sweep_rows(runs)
+    rows = sweep_rows(runs)
     if rows.empty:
         return rows
     sign = 1 if rows["metric"].iloc[0] == "rmse" else -1
@@ -127,27 +158,34 @@ def accuracy_claim(runs: pd.DataFrame) -> dict[str, str]:
     """Claim 2: at the same size the searched model is at least as accurate as magnitude pruning
     and random search, and near the expert with far fewer parameters.
 
-    The searched model: per sweep label, the lambda selected on validation per seed. Reproduced
-    when, for every sweep, its mean test metric is at least as good as pruning's and random
-    search's or within their 95 % interval, and it has at most half the expert's parameters with
-    a test metric within the expert's 95 % interval or better; partly when some of these hold.
+    The searched model: per sweep label, the lambda selected on validation per seed. Pruning
+    and random search: the runs of the same seeds at the same parameter counts (``matched``);
+    without them, every run of the method. Reproduced when, for every sweep, its mean test
+    metric is at least as good as pruning's and random search's or within their 95 % interval,
+    and it has at most half the expert's parameters with a test metric within the expert's 95 %
+    interval or better; partly when some of these hold.
     """
     claim = "2. At matched size the searched model beats pruning and random search, near the expert"
     chosen = selected(runs)
     if chosen.empty:
         return {"claim": claim, "evidence": "no prior runs", "verdict": "not tested"}
     metric = chosen["metric"].iloc[0]
-    refs = {}
-    for name, sub in (("pruning", runs[runs["method"] == "prune"]),
-                      ("random search", runs[runs["method"] == "random"]),
-                      ("expert", _first_expert(runs))):
-        if not sub.empty:
-            refs[name] = (sub["test_metric"].mean(), _ci95(sub["test_metric"]),
-                          sub["params"].median())
     held, evidence = [], []
     for name, group in chosen.groupby("label", sort=False):
         mean, params = group["test_metric"].mean(), group["params"].median()
         text = f"{name}: {_fmt(metric, mean)} at {int(params)} params (median)"
+        refs = {}
+        for ref, method in (("pruning", "prune"), ("random search", "random")):
+            values = [v for v in _at_sizes(group, matched(runs, method)) if not math.isnan(v)]
+            if values:
+                refs[ref + " (same sizes)"] = (statistics.mean(values), _ci95(values), params)
+            elif not (sub := runs[runs["method"] == method]).empty:
+                refs[ref] = (sub["test_metric"].mean(), _ci95(sub["test_metric"]),
+                             sub["params"].median())
+        if not (expert := _first_expert(runs)).empty:
+            refs["expert"] = (expert["test_metric"].mean(), _ci95(expert["test_metric"]),
+                              expert["params"].median())
+        held += [] if refs else [None]
         for ref, (ref_mean, ref_ci, ref_params) in refs.items():
             if ref == "expert":
                 ok = params <= 0.5 * ref_params and (
@@ -158,8 +196,6 @@ def accuracy_claim(runs: pd.DataFrame) -> dict[str, str]:
             text += (f"; {ref} {_fmt(metric, ref_mean)} ± {_fmt(metric, ref_ci)}"
                      f" at {int(ref_params)} ({'ok' if ok else 'worse'})")
         evidence.append(text)
-    if not refs:
-        held = [None]
     return {"claim": claim, "evidence": "; ".join(evidence), "verdict": _verdict(held)}
 
 

@@ -6,7 +6,10 @@
   machine has no Jupyter: this is the notebook's computation without the notebook); the plan
   parameters are those of ``relnas.plans.run_experiment`` (``learned_precision``, not the
   notebooks) plus any config field.
-- ``reproduce notebooks/01_boston.ipynb ...``: execute notebooks in place with papermill.
+- ``reproduce notebooks/01_boston.ipynb ...``: execute notebooks in place with papermill, and
+  write each as standalone HTML into ``figures/`` (``relnas.notebooks.export_html``).
+- ``profile boston [--profile smoke]``: every config field the profile's plan sets (those all
+  its runs share, then per method), the one place that says what a profile is.
 - ``stale [notebooks ...] [--delete]``: the run folders in ``results/`` that the experiment
   notebooks, with the parameters of their parameters cells, no longer produce (runs of an
   earlier configuration); ``--delete`` removes them.
@@ -80,7 +83,7 @@ def _stale(notebooks: Sequence[str], *, delete: bool) -> int:
     import shutil
 
     from relnas.notebooks import notebook_dataset, notebook_parameter_values
-    from relnas.plans import stale_runs
+    from relnas.audit import stale_runs
     from relnas.store import RunLockedError, run_lock
 
     total = 0
@@ -140,10 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_exp.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     p_exp.add_argument("--results-dir", type=_folder)
     p_exp.add_argument("--progress", action="store_true")
+    p_exp.add_argument("--wait", type=_seconds, default=None,
+                       help="seconds to wait for each run another process is computing, after "
+                            "the others (default: no limit)")
     p_rep = sub.add_parser("reproduce", help="execute notebooks in place with papermill")
     p_rep.add_argument("notebooks", nargs="+")
     p_rep.add_argument("--fresh", action="store_true",
                        help="recompute every run instead of reusing stored results")
+    p_prof = sub.add_parser("profile", help="print every field a profile sets, per method")
+    p_prof.add_argument("dataset")
+    p_prof.add_argument("--profile", default="default")
     p_stale = sub.add_parser("stale", help="list (or delete) run folders no notebook produces")
     p_stale.add_argument("notebooks", nargs="*",
                          default=[str(REPO_ROOT / nb) for nb in EXPERIMENT_NOTEBOOKS])
@@ -164,16 +173,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             from relnas.plans import run_experiment
             from relnas.tables import format_table, summary_table
             values = {**_load_yaml(args.config), **parse_sets(args.set)}
+            for name, option in (("dataset", "the dataset argument"),
+                                 ("results_dir", "--results-dir"), ("progress", "--progress"),
+                                 ("wait", "--wait")):
+                if name in values:
+                    _input_error(f"experiment: {name} is given as {option}, not in --set or "
+                                 "--config")
+            if args.wait is not None:
+                values["wait"] = args.wait
             runs = run_experiment(args.dataset, results_dir=args.results_dir,
                                   progress=args.progress, **values)
             print(format_table(summary_table(runs)).to_markdown(index=False))
+        elif args.command == "profile":
+            from relnas.audit import describe
+            said = describe(args.dataset, args.profile)
+            print(f"{args.dataset}, profile {args.profile}: every run")
+            print("  " + ", ".join(f"{k}={v}" for k, v in said["common"].items()))
+            for label, fields in said["methods"].items():
+                print(f"{label}: " + (", ".join(f"{k}={v}" for k, v in fields.items()) or "-"))
         elif args.command == "stale":
             return _stale(args.notebooks, delete=args.delete)
         else:
-            from relnas.notebooks import execute
+            from relnas.notebooks import execute, export_html
             for nb in args.notebooks:
                 seconds = execute(nb, parameters={"recompute": True} if args.fresh else None)
-                print(f"{nb}: executed in {seconds:.0f} s", flush=True)
+                print(f"{nb}: executed in {seconds:.0f} s; HTML: {export_html(nb)}", flush=True)
     except ConfigError as exc:
         print(f"relnas: invalid parameter: {exc}", file=sys.stderr)
         return 2

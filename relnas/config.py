@@ -47,14 +47,16 @@ def _range(lo: float | None = None, *, gt: bool = False, hi: float | None = None
 # its hash, the run folder's name) while they hold their default, so that adding a field keeps
 # every stored run. Never change the default of a field listed here: stored runs would be reused
 # for the new default.
-OPTIONAL_FIELDS = ("search_subset", "precision_update")
+OPTIONAL_FIELDS = ("search_subset", "precision_update", "readout", "data_fingerprint")
 
 
 @dataclass(frozen=True)
 class Config:
     """A complete run: data, method, search space, relaxation, bilevel search, retraining."""
     # --- what is run ---
-    dataset: str = field(default="boston", metadata=_choice(*DATASETS))
+    dataset: str = "boston"             # built-in (DATASETS) or registered (relnas.datasets)
+    # checksum of a registered dataset's files (set by make_config; "" for the built-in ones)
+    data_fingerprint: str = ""
     method: str = field(default="search", metadata=_choice(*METHODS))
     expert: str = "mlp"                 # expert model (method expert/prune), see EXPERTS
     space: str = field(default="mlp", metadata=_choice(*SPACES))
@@ -67,6 +69,9 @@ class Config:
     # --- search space ---
     n_hidden: int = field(default=3, metadata=_range(1))          # MLP DAG hidden vertices
     width: int = field(default=50, metadata=_range(1))            # MLP vertex width (expert: 50)
+    # MLP head input: "last" hidden vertex, or the "sum" of all hidden vertices (every vertex
+    # then reaches the output, as a DARTS cell concatenates its nodes; method.md 1, 4)
+    readout: str = field(default="last", metadata=_choice("last", "sum"))
     ops: tuple = ()                                               # () = the space's default ops
     C: int = field(default=16, metadata=_range(1))                # DARTS search: 16 channels
     layers: int = field(default=8, metadata=_range(1))            # DARTS search: 8 cells
@@ -222,15 +227,16 @@ def _suggest(word: Any, options) -> str:
 
 
 def _check_cross(cfg: Config) -> None:
-    experts = EXPERTS[cfg.dataset]
+    kind = _like(cfg.dataset)
+    experts = EXPERTS[kind]
     if cfg.method in ("expert", "prune") and cfg.expert not in experts:
         raise ConfigError(f"expert={cfg.expert!r} is not an expert model for {cfg.dataset}; "
                           f"allowed: {', '.join(experts)}" + _suggest(cfg.expert, experts))
     if cfg.method == "prune" and cfg.param_budget <= 0:
         raise ConfigError("method='prune' needs param_budget > 0: the parameter count to prune "
                           "the expert model to (the derived model's count)")
-    if cfg.dataset == "boston" and cfg.space != "mlp":
-        raise ConfigError("space='conv' needs image data; boston allows space='mlp' only")
+    if kind == "boston" and cfg.space != "mlp":
+        raise ConfigError(f"space='conv' needs image data; {cfg.dataset} allows space='mlp' only")
     allowed_ops = tuple(_registry(cfg.space))
     for op in cfg.ops:
         if op not in allowed_ops:
@@ -269,8 +275,9 @@ def _check_cross(cfg: Config) -> None:
                           "('dirichlet' or 'gumbel'); softmax (DARTS) has none, use lam=0")
     if cfg.xi is not None and cfg.order == 1:
         raise ConfigError(f"xi={cfg.xi} is the unrolled step size of order=2; order=1 uses xi=0")
-    if cfg.cutout > 0 and cfg.dataset == "boston":
-        raise ConfigError(f"cutout={cfg.cutout} needs image data; boston has tabular features")
+    if cfg.cutout > 0 and kind == "boston":
+        raise ConfigError(f"cutout={cfg.cutout} needs image data; {cfg.dataset} has tabular "
+                          "features")
     darts_net = (cfg.method in ("search", "random") and cfg.space == "conv") or \
         (cfg.method in ("expert", "prune") and cfg.expert == "darts_v2")
     for name in ("drop_path", "auxiliary_weight"):
@@ -284,8 +291,20 @@ def _check_cross(cfg: Config) -> None:
         raise ConfigError(problem)
 
 
+def _like(dataset: str) -> str:
+    """The built-in dataset ``dataset`` is or borrows from; ConfigError for an unknown name."""
+    from relnas import datasets
+    if dataset not in (names := datasets.names()):
+        raise ConfigError(f"dataset={dataset!r} is not allowed; allowed values: "
+                          + ", ".join(map(repr, names)) + _suggest(dataset, names)
+                          + " (or register your own: relnas.datasets.register)")
+    return datasets.like(dataset)
+
+
 def make_config(**values: Any) -> Config:
-    """Build a validated :class:`Config`; unknown keys are refused with the closest valid name."""
+    """Build a validated :class:`Config`; unknown keys are refused with the closest valid name.
+    A registered dataset's config gets its files' fingerprint (``data_fingerprint``) unless
+    one is given (a stored config keeps the one of the data it ran on)."""
     for key in values:
         if key not in FIELDS:
             raise ConfigError(f"unknown parameter {key!r}" + _suggest(key, FIELDS)
@@ -295,4 +314,7 @@ def make_config(**values: Any) -> Config:
         _check_field(key, value)
     cfg = Config(**coerced)
     _check_cross(cfg)
+    if not cfg.data_fingerprint and cfg.dataset not in DATASETS:
+        from relnas import datasets
+        cfg = dataclasses.replace(cfg, data_fingerprint=datasets.fingerprint(cfg.dataset))
     return cfg

@@ -150,11 +150,31 @@ def _checked(root: Path, rel: str, where: str, *, hint: str) -> Path:
     algorithm, expected = ("sha256", SHA256[rel]) if rel in SHA256 else ("md5", MD5[rel])
     actual = _digest(path, algorithm)
     if actual != expected:
+        readable = _readable(path)
+        if readable:
+            raise DataIntegrityError(
+                f"data file {path} holds different data: {readable}, but not the file this "
+                f"dataset expects ({algorithm} {expected}, actual {actual}). To search your own "
+                "data, register it under a name of its own (relnas.datasets.register_files, "
+                "README 'Your own data'); for this dataset, put the original file back.")
         raise DataIntegrityError(
             f"data file {path} is corrupted or a different version: {algorithm} expected "
             f"{expected}, actual {actual} ({stat.st_size} bytes). Replace it with a good copy.")
     _VERIFIED.add(key)
     return path
+
+
+def _readable(path: Path) -> str | None:
+    """What a file that fails its checksum is, if it is a valid IDX / NPZ file (None if not)."""
+    try:
+        if path.name.endswith(".gz"):
+            return f"a valid IDX file of shape {tuple(_read_idx(path).shape)}"
+        if path.suffix == ".npz":
+            with np.load(path) as z:
+                return "a valid NPZ file with arrays " + ", ".join(z.files)
+    except Exception:  # any parse failure: the file is damaged, not other data
+        return None
+    return None
 
 
 def _hint(dataset: str) -> str:
@@ -172,10 +192,14 @@ def _read_idx(path: Path) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _read_idx_cached(path: str, size: int, mtime_ns: int) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        buf = fh.read()
+    return parse_idx(Path(path).read_bytes(), path)
+
+
+def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
+    """The uint8 array of an IDX file's bytes (gzip-compressed or raw)."""
+    buf = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
     if buf[:3] != b"\x00\x00\x08":  # zero, zero, dtype code 0x08 = uint8
-        raise DataIntegrityError(f"{path} is not a uint8 IDX file (magic {buf[:4].hex()})")
+        raise DataIntegrityError(f"{name} is not a uint8 IDX file (magic {buf[:4].hex()})")
     ndim = buf[3]
     shape = [int.from_bytes(buf[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(buf, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()

@@ -97,13 +97,16 @@ def rule_name(simplex: str, top_k: int | None, threshold: float | None = None) -
 
 def _io_vertices(genotype: Genotype) -> tuple[set[int], set[int]]:
     if genotype.space == "mlp":
-        return {0}, {genotype.n_hidden}
+        last = {genotype.n_hidden} if genotype.readout == "last" else \
+            set(range(1, genotype.n_hidden + 1))
+        return {0}, last
     return {0, 1}, set(genotype.concat)
 
 
 def connected(genotype: Genotype) -> Genotype:
     """Keep only edges on a path from an input vertex to an output vertex (the MLP's last hidden
-    vertex; the concatenated nodes of a conv cell)."""
+    vertex, or every hidden vertex with ``readout="sum"``; the concatenated nodes of a conv
+    cell)."""
     inputs, outputs = _io_vertices(genotype)
     cleaned = {}
     for kind, edges in genotype.cells:
@@ -133,7 +136,7 @@ def genotype_from_supernet(net: MLPSupernet | ConvSupernet, weights: Mapping[str
     rule = rule_name(simplex, top_k, threshold)
     if net.space == "mlp":
         g = Genotype("mlp", (), net.in_dim, net.out_dim, width=net.width, n_hidden=net.n_hidden,
-                     rule=rule)
+                     rule=rule, readout=net.readout)
     else:
         g = Genotype("conv", (), net.C_in, net.n_classes, n_nodes=net.n_nodes,
                      concat=tuple(range(2, 2 + net.n_nodes)), rule=rule)

@@ -4,7 +4,7 @@ in, a ``Figure`` out, nothing saved (``relnas.figures.savefig`` writes).
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -89,44 +89,78 @@ def _edge_style(space: str, src: int, dst: int) -> tuple[float, float]:
     return (0.0 if dst - src == 1 else -0.35), 0.5
 
 
+def _op_colors(op_names) -> dict[str, tuple]:
+    import seaborn as sns
+    names = sorted(set(op_names))
+    return dict(zip(names, sns.color_palette("dark", len(names))))
+
+
+def draw_cell(ax, space: str, kind: str, edges, info: Mapping, colors: Mapping[str, tuple]):
+    """One cell of a genotype on ``ax``: vertices, edges labelled and coloured by their op; in
+    a conv cell dotted edges show the nodes concatenated into the output."""
+    import networkx as nx
+    pos, names = _cell_layout(space, edges, info)
+    g = nx.DiGraph()
+    g.add_nodes_from(pos)
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_color="#dde8f5", edgecolors="k",
+                           node_size=NODE_SIZE)
+    nx.draw_networkx_labels(g, pos, labels=names, ax=ax, font_size=9)
+    groups: dict[tuple[float, float, str], dict] = {}
+    for op, src, dst in edges:
+        groups.setdefault((*_edge_style(space, src, dst), op), {})[(src, dst)] = op
+    for (rad, at, op), labels in groups.items():
+        g.add_edges_from(labels)
+        kw = dict(ax=ax, connectionstyle=f"arc3,rad={rad}", node_size=NODE_SIZE)
+        nx.draw_networkx_edges(g, pos, edgelist=list(labels), arrows=True,
+                               edge_color=[colors[op]], **kw)
+        nx.draw_networkx_edge_labels(g, pos, labels, label_pos=at, font_size=7, rotate=False,
+                                     font_color=colors[op], **kw)
+    if space == "conv":
+        concat = [(v, max(pos)) for v in info.get("concat", ())]
+        g.add_edges_from(concat)
+        nx.draw_networkx_edges(g, pos, edgelist=concat, ax=ax, style="dotted",
+                               edge_color="0.5", node_size=NODE_SIZE, arrows=True)
+    if space == "mlp" and info.get("readout") == "sum":
+        ax.text(0.5, 0.02, "head reads the sum of the hidden vertices", fontsize=7,
+                ha="center", transform=ax.transAxes)
+    ax.margins(0.12)
+    ax.axis("off")
+
+
 def plot_genotype(genotype, title: str | None = None):
     """The derived architecture as a graph (networkx on matplotlib), a panel per cell kind
     (``dag``; or ``normal`` and ``reduce``), edges labelled with their op and coloured by it
     (the same colour in both panels); in a conv cell dotted
     edges show which nodes are concatenated into the output. ``genotype``: a
     ``relnas.genotype.Genotype`` or its ``to_dict()`` form."""
-    import networkx as nx
     space, cells, info = _genotype_parts(genotype)
     size = (5.0, 4.6) if space == "conv" else (1.4 * (int(info.get("n_hidden") or 3) + 1), 2.6)
     fig, axes = subplots(1, len(cells), figsize=(size[0] * len(cells), size[1]))
-    import seaborn as sns
-    op_names = sorted({op for edges in cells.values() for op, *_ in edges})
-    colors = dict(zip(op_names, sns.color_palette("dark", len(op_names))))
+    colors = _op_colors(op for edges in cells.values() for op, *_ in edges)
     for ax, (kind, edges) in zip(axes[0], cells.items()):
-        pos, names = _cell_layout(space, edges, info)
-        g = nx.DiGraph()
-        g.add_nodes_from(pos)
-        nx.draw_networkx_nodes(g, pos, ax=ax, node_color="#dde8f5", edgecolors="k",
-                               node_size=NODE_SIZE)
-        nx.draw_networkx_labels(g, pos, labels=names, ax=ax, font_size=9)
-        groups: dict[tuple[float, float, str], dict] = {}
-        for op, src, dst in edges:
-            groups.setdefault((*_edge_style(space, src, dst), op), {})[(src, dst)] = op
-        for (rad, at, op), labels in groups.items():
-            g.add_edges_from(labels)
-            kw = dict(ax=ax, connectionstyle=f"arc3,rad={rad}", node_size=NODE_SIZE)
-            nx.draw_networkx_edges(g, pos, edgelist=list(labels), arrows=True,
-                                   edge_color=[colors[op]], **kw)
-            nx.draw_networkx_edge_labels(g, pos, labels, label_pos=at, font_size=7, rotate=False,
-                                         font_color=colors[op], **kw)
-        if space == "conv":
-            concat = [(v, max(pos)) for v in info.get("concat", ())]
-            g.add_edges_from(concat)
-            nx.draw_networkx_edges(g, pos, edgelist=concat, ax=ax, style="dotted",
-                                   edge_color="0.5", node_size=NODE_SIZE, arrows=True)
+        draw_cell(ax, space, kind, edges, info, colors)
         ax.set_title(kind if space == "conv" else
                      f"MLP: {info.get('n_hidden')} hidden vertices of width {info.get('width')}")
-        ax.margins(0.12)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_architectures(genotypes: Mapping[str, Any], title: str = "", ncols: int = 4):
+    """The derived architectures of several methods side by side in one figure (``{label:
+    genotype}``), a panel per cell kind (a conv method's normal and reduction cells next to
+    each other), ``ncols`` panels a row; one colour per op across all panels."""
+    panels = [(label, *_genotype_parts(g)) for label, g in genotypes.items()]
+    cells = [(label, space, kind, edges, info) for label, space, parts, info in panels
+             for kind, edges in parts.items()]
+    nrows = max(1, -(-len(cells) // ncols))
+    fig, axes = subplots(nrows, ncols, figsize=(4.0 * ncols, 3.0 * nrows))
+    colors = _op_colors(op for *_, edges, _ in cells for op, *_ in edges)
+    for ax, (label, space, kind, edges, info) in zip(axes.flat, cells):
+        draw_cell(ax, space, kind, edges, info, colors)
+        ax.set_title(label if space == "mlp" else f"{label}: {kind}", fontsize=9)
+    for ax in list(axes.flat)[len(cells):]:
         ax.axis("off")
     if title:
         fig.suptitle(title)

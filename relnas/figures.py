@@ -19,8 +19,10 @@ import pandas as pd
 
 from relnas import store
 from relnas.config import DATASETS
-from relnas.profiles import (EXPERT_NAMES, PRUNE_LABEL, RANDOM_LABEL, RELNAS_PREFIX, SIMPLEX_SUFFIX,
-                             darts_label, expert_label, label_base, relnas_label)
+from relnas.claims import sweep_rows
+from relnas.profiles import (EXPERT_NAMES, PRUNE_LABEL, RANDOM_LABEL, RANDOM_MATCHED_LABEL,
+                             RELNAS_PREFIX, SIMPLEX_SUFFIX, darts_label, expert_label, label_base,
+                             relnas_label)
 from relnas.runs import sort_rows
 from relnas.tables import metric_name, summary_table
 
@@ -41,6 +43,7 @@ LABEL_COLORS = {
     relnas_label("gumbel", True, 1, "", "evidence"): ("pastel", 1),
     darts_label(1): ("colorblind", 2), darts_label(2): ("colorblind", 5),
     RANDOM_LABEL: ("colorblind", 7), PRUNE_LABEL: ("colorblind", 4),
+    RANDOM_MATCHED_LABEL: ("pastel", 7),
     **{expert_label(e): ("dark", slot) for e, slot in zip(EXPERT_NAMES, (6, 8, 7, 4, 5))},
 }
 
@@ -159,6 +162,39 @@ def plot_pareto(runs: pd.DataFrame, front_over: str = "config"):
     handles["Pareto front"] = handles.pop("Pareto front")
     fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
+    return fig
+
+
+def plot_front(runs: pd.DataFrame, seed: int | None = None):
+    """The size/accuracy front of one seed (default: the lowest), a panel per dataset: each
+    lambda sweep of the main space (fixed A, first order; ``claims.sweep_rows``) as a line over
+    lambda (each point annotated), magnitude pruning and random search at the sizes that sweep
+    derived (the runs with a parameter budget), and the experts."""
+    seed = int(runs["seed"].min()) if seed is None else int(seed)
+    one = runs[runs["seed"] == seed]
+    datasets = list(dict.fromkeys(one["dataset"]))
+    fig, axes = subplots(1, len(datasets), figsize=(5.0 * len(datasets) + 2.4, 3.6))
+    colors = label_colors(sort_rows(one)["label"].unique())
+    for ax, dataset in zip(axes[0], datasets):
+        df = one[one["dataset"] == dataset]
+        acc = (df["metric"] == "acc").all()
+        scale = 100.0 if acc else 1.0
+        for label, g in sort_rows(sweep_rows(df)).groupby("label", sort=False):
+            g = g.sort_values("lam")
+            ax.plot(g["params"], scale * g["test_metric"], marker="o", ms=4,
+                    color=colors[label], label=label)
+            for _, point in g.iterrows():
+                ax.annotate(f"λ={point['lam']:g}", (point["params"], scale * point["test_metric"]),
+                            xytext=(3, 3), textcoords="offset points", fontsize=6)
+        budgeted = df[(df["method"].isin(["prune", "random"])) & (df.get("budget", 0) > 0)]
+        experts = df[df["method"] == "expert"]
+        for (label, g), marker in [*((item, "s") for item in budgeted.groupby("label")),
+                                   *((item, "*") for item in experts.groupby("label"))]:
+            ax.scatter(g["params"], scale * g["test_metric"], marker=marker,
+                       s=40 if marker == "*" else 22, color=colors[label], label=label, zorder=3)
+        ax.set(xscale="log", xlabel="parameters of the derived model",
+               ylabel=metric_name("acc" if acc else "rmse"), title=f"{dataset}, seed {seed}")
+    legend_right(fig, axes)
     return fig
 
 

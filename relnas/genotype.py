@@ -21,7 +21,8 @@ class Genotype:
 
     ``cells``: ``((kind, ((op, src, dst), ...)), ...)``; kinds ``"dag"`` (mlp) or
     ``"normal"``/``"reduce"`` (conv). ``in_dim``: input features (mlp) or channels (conv);
-    ``out_dim``: outputs or classes. MLP only: ``width``, ``n_hidden``. Conv only: ``n_nodes`` and
+    ``out_dim``: outputs or classes. MLP only: ``width``, ``n_hidden``, ``readout`` (the head reads
+    the ``"last"`` hidden vertex or the ``"sum"`` of those with an input). Conv only: ``n_nodes`` and
     ``concat``, the vertices concatenated into the cell output (intermediate nodes are 2..).
     """
 
@@ -34,6 +35,7 @@ class Genotype:
     n_nodes: int = 0
     concat: tuple[int, ...] = ()
     rule: str = ""  # the discretization rule that chose the edges (``derive.rule_name``)
+    readout: str = "last"
 
     def __post_init__(self):
         if self.space not in ("mlp", "conv"):
@@ -44,6 +46,8 @@ class Genotype:
                 ops.get_op(registry, op)
                 if not 0 <= src < dst:
                     raise ValueError(f"edge {op}: {src} -> {dst} must go forward")
+        if self.readout not in ("last", "sum"):
+            raise ValueError(f"readout must be 'last' or 'sum', got {self.readout!r}")
 
     @property
     def kinds(self) -> tuple[str, ...]:

@@ -37,15 +37,20 @@ def _check_computable(edges: Sequence[KeptEdge], inputs: set[int]) -> None:
 
 
 class MLPNet(nn.Module):
-    """The MLP of a genotype: ``v_i = sum_{(op, j, i) kept} f_op(v_j)``, head on the last vertex."""
+    """The MLP of a genotype: ``v_i = sum_{(op, j, i) kept} f_op(v_j)``, head on the last vertex
+    (``readout="last"``) or on the sum of the hidden vertices with an input (``"sum"``)."""
 
     def __init__(self, genotype: Genotype):
         super().__init__()
         self.genotype = genotype
         self.kept = tuple(sorted(genotype.edges("dag"), key=lambda t: (t[2], t[1])))
         _check_computable(self.kept, {0})
-        if genotype.n_hidden not in {dst for _, _, dst in self.kept}:
-            raise ValueError(f"no edge reaches the output vertex {genotype.n_hidden}")
+        reached = {dst for _, _, dst in self.kept}
+        self.outputs = (genotype.n_hidden,) if genotype.readout == "last" else \
+            tuple(sorted(v for v in reached if 1 <= v <= genotype.n_hidden))
+        if not self.outputs or not set(self.outputs) <= reached:
+            raise ValueError(f"no edge reaches the output vertex {genotype.n_hidden}" if
+                             genotype.readout == "last" else "no edge reaches a hidden vertex")
         self.edges = nn.ModuleList(
             ops.build_mlp_op(op, genotype.in_dim if src == 0 else genotype.width, genotype.width)
             for op, src, _ in self.kept)
@@ -56,7 +61,7 @@ class MLPNet(nn.Module):
         for (_, src, dst), op in zip(self.kept, self.edges):
             h = op(states[src])
             states[dst] = states[dst] + h if dst in states else h
-        return self.head(states[self.genotype.n_hidden])
+        return self.head(sum(states[v] for v in self.outputs))
 
 
 def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:

@@ -19,6 +19,25 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+def check_parameters(namespace: Mapping[str, Any], *accepted: Any) -> None:
+    """Refuse a notebook parameter nobody reads (papermill only warns of ``-p epoch 3``): the
+    plain values in ``namespace`` (a notebook's ``globals()`` after its parameters cell) must be
+    parameters of one of the ``accepted`` functions, or config fields when one is given."""
+    import inspect
+
+    from relnas.config import FIELDS, ConfigError, _suggest
+    known = set()
+    for item in accepted:
+        known |= set(FIELDS) if item == "config" else set(inspect.signature(item).parameters)
+    given = [name for name, value in namespace.items()
+             if not name.startswith("_") and name not in ("In", "Out") and not callable(value)
+             and not inspect.ismodule(value)]
+    for name in given:
+        if name not in known:
+            raise ConfigError(f"unknown notebook parameter {name!r}{_suggest(name, known)}; "
+                              "its parameters are those of its parameters cell")
+
+
 VOLATILE_CELL_KEYS = ("papermill", "execution")
 KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
           "language_info": {"name": "python"}}
@@ -156,3 +175,18 @@ def execute(path: str | os.PathLike, output: str | os.PathLike | None = None,
     os.chmod(tmp, 0o644)  # mkstemp makes 0600
     os.replace(tmp, output)
     return time.perf_counter() - start
+
+
+def export_html(notebook: str | os.PathLike, folder: str | os.PathLike | None = None) -> Path:
+    """The executed ``notebook`` as one standalone HTML file (figures embedded, nbconvert's
+    lab template) in the figures folder (``relnas.store.figures_dir``), written atomically;
+    readable without Jupyter."""
+    import nbconvert
+    import nbformat
+
+    from relnas import store
+    nb = nbformat.read(str(notebook), as_version=4)
+    body, _ = nbconvert.HTMLExporter(template_name="lab").from_notebook_node(nb)
+    target = store.figures_dir(folder) / (Path(notebook).stem + ".html")
+    store.atomic_write_text(target, body)
+    return target

@@ -11,21 +11,22 @@ importable from here, as the notebooks do).
 from __future__ import annotations
 
 import contextlib
-import statistics
+import math
+import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
 import yaml
 
-from relnas import relevance, store
+from relnas import datasets, store
 from relnas.config import RELAXATIONS, Config, ConfigError, make_config
 from relnas.experiment import check_results_dir, run
+from relnas.store import RunLockedError
 from relnas.runtime import worker_pool
-from relnas.profiles import (CELL_OVERRIDES, EXPERTS_FOR, PRUNED_EXPERT, RELNAS_PREFIX,
-                             RELNAS_SIMPLEX, SECOND_SPACE, EXTRA_SWEEP_SIMPLICES,
-                             base_config)
-from relnas.runs import profile_results_dir, row, selected_runs
+from relnas.profiles import (CELL_OVERRIDES, EXPERTS_FOR, PRUNED_EXPERT, RELNAS_SIMPLEX,
+                             SECOND_SPACE, EXTRA_SWEEP_SIMPLICES, base_config, relnas_label)
+from relnas.runs import profile_results_dir, row
 from relnas.runs import load_runs  # noqa: F401 (notebook 04_paper imports it from here)
 
 
@@ -69,11 +70,35 @@ def _check_grid(seeds: Sequence[int], lambdas: Sequence[float], relaxations: Seq
 
 
 
+# Fields of the MLP search space and its search that an expert (and its pruning) never reads:
+# left at their defaults, so that changing the search space keeps the stored expert runs.
+NOT_FOR_EXPERTS = ("n_hidden", "width", "readout", "search_subset")
+
+
 def _for_expert(fields: dict[str, Any], expert: str) -> dict[str, Any]:
-    """The DARTS retrain options (drop-path, auxiliary head) exist for DARTS cells only."""
+    """The DARTS retrain options (drop-path, auxiliary head) exist for DARTS cells only; the
+    MLP search space's fields (``NOT_FOR_EXPERTS``) do not apply to an expert."""
+    fields = {k: v for k, v in fields.items() if k not in NOT_FOR_EXPERTS}
     if expert == "darts_v2":
         return fields
     return {**fields, "drop_path": 0.0, "auxiliary_weight": 0.0}
+
+
+# Config fields the plan sets itself, and the plan parameter that sets them instead.
+PLANNED = {"dataset": "the dataset argument", "method": "include=[...]",
+           "expert": "the dataset's experts (always planned)", "relaxation": "relaxations=[...]",
+           "lam": "lambdas=[...]", "seed": "seeds=[...]",
+           "precision_update": "learned_precision=[false, true] (plans both updates)",
+           "param_budget": "the matched-size baselines (planned from the sweep)"}
+
+
+def _check_overrides(overrides: dict[str, Any], order: Any) -> None:
+    for name in overrides:
+        if name in PLANNED:
+            raise ConfigError(f"{name}={overrides[name]!r}: the plan sets {name} for each run; "
+                              f"use {PLANNED[name]}")
+    if isinstance(order, bool) or order not in (1, 2):
+        raise ConfigError(f"order={order!r}: the hypergradient order of the sweep is 1 or 2")
 
 
 def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1, 2, 3, 4),
@@ -82,7 +107,7 @@ def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1
          order: int = 1, include: Sequence[str] = ("expert", "random", "darts", "relnas"),
          conv_cell: bool = True, ard_lambdas: Sequence[float] = ARD_LAMBDAS,
          **overrides: Any) -> list[Config]:
-    """Every config of one dataset's experiment except pruning (see :func:`prune_plan`); with
+    """Every config of one dataset's experiment except pruning (see :func:`matched_plan`); with
     ``conv_cell`` also the profile's second space (``SECOND_SPACE``), after the main one, unless
     ``overrides`` make the main space that same space. ``overrides`` apply to the main space;
     of them ``CELL_OVERRIDES`` (epochs, retrain_epochs, device, threads, deterministic) also
@@ -91,6 +116,7 @@ def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1
     (method.md 7) at each of ``ard_lambdas``: the hypergradient at order 2, the evidence fixed
     point at ``order`` (``_ard_variants``)."""
     _check_grid(seeds, lambdas, relaxations)
+    _check_overrides(overrides, order)
     for value in learned_precision:
         if not isinstance(value, bool):
             raise ConfigError("learned_precision: every value must be True "
@@ -99,7 +125,7 @@ def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1
         raise ConfigError(f"conv_cell must be True or False, got {conv_cell!r}")
     configs = _main_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision, order,
                          include, overrides, ard_lambdas)
-    second = SECOND_SPACE.get((dataset, profile))
+    second = SECOND_SPACE.get((datasets.like(dataset), profile))
     if conv_cell and second and overrides.get("space") != second["space"]:
         cell = {"dataset": dataset, **second,
                 **{k: v for k, v in overrides.items() if v is not None and k in CELL_OVERRIDES}}
@@ -121,7 +147,7 @@ def _main_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
         one = dict(base, seed=seed)
         if "expert" in include:
             configs += [make_config(**_for_expert(one, e), method="expert", expert=e)
-                        for e in EXPERTS_FOR[(dataset, base.get("space", "mlp"))]]
+                        for e in EXPERTS_FOR[(datasets.like(dataset), base.get("space", "mlp"))]]
         if "random" in include:
             configs.append(make_config(**one, method="random"))
         if "darts" in include:
@@ -152,29 +178,41 @@ def _ard_variants(order: int) -> list[dict[str, Any]]:
                                     precision_update="evidence")]
 
 
-def prune_plan(runs: pd.DataFrame, base: dict[str, Any]) -> list[Config]:
-    """Magnitude pruning of the expert to the median parameter count of the relnas models of the
-    same seed (each relnas variant at its lambda chosen on validation), one config per seed."""
-    configs = []
+def matched_plan(runs: pd.DataFrame, base: dict[str, Any]) -> list[Config]:
+    """The baselines at matched sizes (method.md 7): per seed and per parameter count that the
+    lambda sweep derived on that seed (fixed A, first order, the main simplex; any relaxation),
+    magnitude pruning of the expert and random search (``param_budget``) to that count."""
     space = base.get("space", "mlp")
-    relnas = selected_runs(runs[runs["label"].str.startswith(RELNAS_PREFIX)
-                                & (runs["space"] == space)])
-    for seed, rows in relnas.groupby("seed"):
-        budget = int(statistics.median(rows["params"]))
-        expert = PRUNED_EXPERT[base["dataset"]]
-        configs.append(make_config(**_for_expert(dict(base, seed=int(seed)), expert),
-                                   method="prune", expert=expert, param_budget=budget))
+    sweep = {relnas_label(name, False) for name in RELAXATIONS if name != "softmax"}
+    rows = runs[runs["label"].isin(sweep) & (runs["space"] == space)]
+    expert = PRUNED_EXPERT[datasets.like(base["dataset"])]
+    configs = []
+    for seed, group in rows.groupby("seed"):
+        one = dict(base, seed=int(seed))
+        for budget in sorted({int(p) for p in group["params"]}):
+            configs += [make_config(**_for_expert(one, expert), method="prune", expert=expert,
+                                    param_budget=budget),
+                        make_config(**one, method="random", param_budget=budget)]
     return configs
 
 
-def _run_row(cfg: Config, kw: dict[str, Any]) -> dict[str, Any]:
-    return row(run(cfg, **kw))
+def _run_row(cfg: Config, kw: dict[str, Any]) -> dict[str, Any] | None:
+    """The runs-table row of ``cfg``; None when another process is computing it (come back)."""
+    try:
+        return row(run(cfg, **kw))
+    except RunLockedError:
+        return None
 
 
 def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
             progress: bool = False, checkpoint_interval: float = 0.0,
-            workers: int = 1, recompute: bool = False, pool=None) -> pd.DataFrame:
+            workers: int = 1, recompute: bool = False, pool=None,
+            wait: float = math.inf) -> pd.DataFrame:
     """Run (or load from the store) each config; one row per run, in the order of ``configs``.
+
+    A config that another process is computing (a second plan sharing runs with this one) is
+    left for last and then waited for, up to ``wait`` seconds each (``RunLockedError`` after);
+    its lock dies with that process, so a crashed holder never blocks the wait.
 
     ``workers`` > 1 runs configs in that many separate processes (spawned, so each has its own
     torch threads): on 2 cores, 2 workers with ``threads=1`` configs halve the wall time of
@@ -186,16 +224,19 @@ def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
           "recompute": recompute}
     if pool is None and workers > 1 and len(configs) > 1:
         with worker_pool(workers) as own:
-            return run_all(configs, progress=progress, pool=own, **kw)
+            return run_all(configs, progress=progress, pool=own, wait=wait, **kw)
+    rows: list[dict[str, Any] | None] = [None] * len(configs)
     if pool is not None and len(configs) > 1:
         # Costly runs first, so that no worker is left with a long run at the end.
         order = sorted(range(len(configs)), key=lambda i: _cost_rank(configs[i]))
         done = pool.map(_run_row, [configs[i] for i in order], [kw] * len(configs))
-        rows: list[dict[str, Any]] = [{}] * len(configs)
         for i, result in zip(order, _progress(done, progress, len(configs))):
             rows[i] = result
-        return pd.DataFrame(rows)
-    return pd.DataFrame([_run_row(cfg, kw) for cfg in _progress(configs, progress, len(configs))])
+    else:
+        rows = [_run_row(cfg, kw) for cfg in _progress(configs, progress, len(configs))]
+    for i in [i for i, r in enumerate(rows) if r is None]:  # computed elsewhere: wait for it
+        rows[i] = row(run(configs[i], **kw, wait=wait))
+    return pd.DataFrame(rows)
 
 
 def _cost_rank(cfg: Config) -> int:
@@ -220,29 +261,47 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
                    relaxations=("dirichlet", "gumbel"), lambdas=LAMBDAS,
                    learned_precision=(False, True), order: int = 1, conv_cell: bool = True,
                    results_dir=None, progress: bool = False, checkpoint_interval: float = 0.0,
-                   workers: int = 1, recompute: bool = False, **overrides: Any) -> pd.DataFrame:
-    """Plan, validate, run every method of one dataset (pruning last); the runs table.
+                   workers: int = 1, recompute: bool = False, wait: float = math.inf,
+                   **overrides: Any) -> pd.DataFrame:
+    """Plan, validate, run every method of one dataset (the matched-size baselines last,
+    :func:`matched_plan`); the runs table.
 
-    Every config is validated and the results folder checked before the first run starts.
-    Stored runs of the same configs are reused unless ``recompute``. ``results_dir=None``: see
-    :func:`profile_results_dir`.
+    Every config is validated and the results folder checked before the first run starts (a
+    plan whose runs are all stored also reads from a folder it cannot write). Stored runs of
+    the same configs are reused unless ``recompute``. ``results_dir=None``: see
+    :func:`profile_results_dir`. ``wait``: seconds to wait for each run another process is
+    computing, after the others (:func:`run_all`).
     """
+    _check_execution(results_dir, progress, workers, recompute, wait)
     configs = _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
                              order, conv_cell, overrides)
     results_dir = profile_results_dir(profile, results_dir)
-    check_results_dir(store.ResultsStore(results_dir))
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
-        raise ConfigError(f"workers must be an integer from 1 to 64 (processes, one torch each), "
-                          f"got {workers!r}")
-    if not isinstance(recompute, bool):
-        raise ConfigError(f"recompute must be True or False, got {recompute!r}")
+    results = store.ResultsStore(results_dir)
+    if recompute or any(results.load(c.dataset, c.to_dict()) is None for c in configs):
+        check_results_dir(results)
     kw = {"results_dir": results_dir, "progress": progress, "recompute": recompute,
-          "checkpoint_interval": checkpoint_interval, "workers": workers}
+          "checkpoint_interval": checkpoint_interval, "workers": workers, "wait": wait}
     # one pool for both rounds (each start of a pool imports torch in every worker again)
     with worker_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
         runs = run_all(configs, pool=pool, **kw)
-        pruned = prune_plan(runs, base_config(dataset, profile, **overrides))
-        return pd.concat([runs, run_all(pruned, pool=pool, **kw)], ignore_index=True)
+        matched = matched_plan(runs, base_config(dataset, profile, **overrides))
+        return pd.concat([runs, run_all(matched, pool=pool, **kw)], ignore_index=True)
+
+
+def _check_execution(results_dir, progress, workers, recompute, wait) -> None:
+    """The notebook parameters that steer the execution (papermill passes any type)."""
+    if results_dir is not None and (not isinstance(results_dir, (str, os.PathLike))
+                                    or not str(results_dir).strip()):
+        raise ConfigError(f"results_dir must be a folder path or None, got {results_dir!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise ConfigError(f"workers must be an integer from 1 to 64 (processes, one torch each), "
+                          f"got {workers!r}")
+    for name, value in (("progress", progress), ("recompute", recompute)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {value!r}")
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or math.isnan(wait) \
+            or wait < 0:
+        raise ConfigError(f"wait must be a number of seconds >= 0 (inf: no limit), got {wait!r}")
 
 
 def _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision, order,
@@ -253,49 +312,3 @@ def _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precis
                 lambdas=as_list("lambdas", lambdas),
                 learned_precision=as_list("learned_precision", learned_precision), order=order,
                 conv_cell=conv_cell, **overrides)
-
-
-def stale_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
-               relaxations=("dirichlet", "gumbel"), lambdas=LAMBDAS,
-               learned_precision=(False, True), order: int = 1, conv_cell: bool = True,
-               results_dir=None, **overrides: Any) -> list[Path]:
-    """The run folders of ``dataset`` in the results folder that :func:`run_experiment` with
-    these parameters would not produce (left by earlier configurations; ``04_paper`` refuses
-    to average them with the current ones). Pruning runs depend on the stored searches of the
-    same seed: while any run of the plan is missing, no pruning folder is called stale."""
-    configs = _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
-                             order, conv_cell, overrides)
-    results = store.ResultsStore(profile_results_dir(profile, results_dir), read_roots=[])
-    stored = [results.load(dataset, cfg.to_dict()) for cfg in configs]
-    complete = all(r is not None for r in stored)
-    if complete:
-        runs = pd.DataFrame([row(r) for r in stored])
-        configs += prune_plan(runs, base_config(dataset, profile, **overrides))
-    keep = {store.config_hash(cfg.to_dict()) for cfg in configs}
-    folder = results.root / dataset
-    if not folder.is_dir():
-        return []
-    stale = []
-    for run_dir in sorted(p for p in folder.iterdir() if _is_run_dir(p) and p.name not in keep):
-        if not complete and _stored_method(run_dir) == "prune":
-            continue
-        stale.append(run_dir)
-    # relevance curves of the plan's evidence-A searches (relnas.relevance); other curves go
-    curves = {store.config_hash(relevance.curve_key(cfg)) for cfg in configs
-              if cfg.learned_precision and cfg.precision_update == "evidence"}
-    if (folder / "relevance").is_dir():
-        stale += sorted(p for p in (folder / "relevance").iterdir()
-                        if _is_run_dir(p) and p.name not in curves)
-    return stale
-
-
-def _is_run_dir(path: Path) -> bool:
-    """A folder the store wrote: named by a config hash (anything else there is left alone)."""
-    return (path.is_dir() and len(path.name) == len(store.config_hash({}))
-            and all(c in "0123456789abcdef" for c in path.name))
-
-
-def _stored_method(run_dir: Path) -> str | None:
-    config = run_dir / store.CONFIG
-    return store.read_json(config).get("method") if config.is_file() else None
-

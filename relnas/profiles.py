@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from relnas import datasets
 from relnas.config import Config, ConfigError
 
 EXPERT_NAMES = {"mlp": "MLP 13-50-50-1", "lenet300": "LeNet-300-100", "lenet5": "LeNet-5",
@@ -21,14 +22,17 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # Full protocol of the notebook on 2 CPU cores in under 5 minutes. 160 structure steps
         # (32 epochs of 5 batches) instead of DARTS' ~20k, so arch_lr 0.1 instead of 3e-4: at
         # 3e-3 the entropy never left the uniform (method.md 3); 3 hidden vertices so that the
-        # derived nets can differ in depth (1 to 3 layers, 751 to 5,851 parameters). 40 epochs
-        # took 323 s from empty results (BENCHMARKS.md), over the 5-minute budget.
-        "default": dict(space="mlp", n_hidden=3, width=50, batch_size=64, epochs=32,
-                        w_lr=0.05, w_lr_min=0.005, arch_lr=0.1, weight_decay=1e-3,
+        # derived nets can differ (751 to 5,851 parameters). 40 epochs took 323 s from empty
+        # results (BENCHMARKS.md), over the 5-minute budget. readout "sum": the head reads every
+        # hidden vertex, so the per-vertex top-1 rule keeps one (edge, op) pair for each of
+        # them and the prior decides how many of those are cheap (identity) or weighted layers;
+        # with the head on the last vertex only, lambda 0 already derived the smallest net.
+        "default": dict(space="mlp", readout="sum", n_hidden=3, width=50, batch_size=64,
+                        epochs=32, w_lr=0.05, w_lr_min=0.005, arch_lr=0.1, weight_decay=1e-3,
                         retrain_epochs=200, retrain_batch=304, retrain_optimizer="adam",
                         retrain_lr=0.01, retrain_weight_decay=1e-4, random_samples=4, threads=1),
-        "smoke": dict(space="mlp", n_hidden=2, width=8, batch_size=304, epochs=2, w_lr=0.05,
-                      retrain_epochs=2, retrain_batch=304, retrain_optimizer="adam",
+        "smoke": dict(space="mlp", readout="sum", n_hidden=2, width=8, batch_size=304, epochs=2,
+                      w_lr=0.05, retrain_epochs=2, retrain_batch=304, retrain_optimizer="adam",
                       retrain_lr=0.01, random_samples=2, threads=1),
     },
     "mnist": {
@@ -36,11 +40,15 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # and 2,500 validation images (120 structure steps at arch_lr 0.1), every derived and
         # expert net retrained on all 50,000 training images for 8 epochs and evaluated on the
         # full validation and test sets (LeNet-300-100: 1.9 s an epoch, LeNet-5 18.6 s here).
-        "default": dict(space="mlp", search_subset=2500, n_hidden=2, width=64, batch_size=125,
-                        epochs=6, w_lr=0.05, arch_lr=0.1, retrain_epochs=8, retrain_batch=128,
+        # 3 hidden vertices of 64 with the head on their sum: derived nets from 50,890 (one
+        # hidden layer) to 151,370 parameters (three input layers); with 2 vertices the largest
+        # was 101,130, so the smallest could not be half of it (method.md 3: a larger DAG).
+        "default": dict(space="mlp", readout="sum", search_subset=2500, n_hidden=3, width=64,
+                        batch_size=125, epochs=6, w_lr=0.05, arch_lr=0.1, retrain_epochs=8, retrain_batch=128,
                         retrain_optimizer="adam", retrain_lr=1e-3, retrain_weight_decay=0.0,
                         random_samples=3, threads=1),
-        "smoke": dict(space="mlp", subset=256, n_hidden=1, width=8, batch_size=128, epochs=1,
+        "smoke": dict(space="mlp", readout="sum", subset=256, n_hidden=1, width=8,
+                      batch_size=128, epochs=1,
                       retrain_epochs=1, retrain_batch=128, retrain_optimizer="adam",
                       retrain_lr=1e-3, random_samples=2, threads=1),
         # DARTS conv cell for a GPU (device="cuda"): the search on 10,000 training + the 10,000
@@ -92,13 +100,16 @@ PRUNED_EXPERT = {"boston": "mlp", "mnist": "lenet300", "cifar10": "resnet"}
 
 
 def base_config(dataset: str, profile: str = "default", **overrides: Any) -> dict[str, Any]:
-    """The profile's fields for ``dataset`` with ``overrides`` (None values are ignored)."""
-    if dataset not in PROFILES:
-        raise ConfigError(f"dataset={dataset!r} has no plans; allowed: {', '.join(PROFILES)}")
-    if profile not in PROFILES[dataset]:
+    """The profile's fields for ``dataset`` with ``overrides`` (None values are ignored); a
+    registered dataset takes those of the built-in one it is ``like`` (``relnas.datasets``)."""
+    kind = datasets.like(dataset)
+    if kind not in PROFILES:
+        raise ConfigError(f"dataset={dataset!r} has no plans; allowed: "
+                          + ", ".join(n for n in datasets.names() if datasets.like(n) in PROFILES))
+    if profile not in PROFILES[kind]:
         raise ConfigError(f"profile={profile!r} is not defined for {dataset}; allowed: "
-                          + ", ".join(PROFILES[dataset]))
-    fields = {"dataset": dataset, **PROFILES[dataset][profile]}
+                          + ", ".join(PROFILES[kind]))
+    fields = {"dataset": dataset, **PROFILES[kind][profile]}
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return fields
 
@@ -115,7 +126,8 @@ _SPACE_FIELDS = ("space", "C", "layers", "n_nodes", "stem_stride", "ops")
 
 def is_second_space(cfg: Config) -> bool:
     """Whether ``cfg`` searches the search space of one of the ``SECOND_SPACE`` entries."""
-    return any(cfg.dataset == dataset and all(getattr(cfg, k) == fields[k] for k in _SPACE_FIELDS)
+    return any(datasets.like(cfg.dataset) == dataset
+               and all(getattr(cfg, k) == fields[k] for k in _SPACE_FIELDS)
                for (dataset, _), fields in SECOND_SPACE.items())
 
 
@@ -128,6 +140,8 @@ CELL_OVERRIDES = ("epochs", "retrain_epochs", "device", "threads", "deterministi
 CELL_SUFFIX = " (conv cell)"  # searches in a profile's second space (the MNIST conv cell)
 RELNAS_PREFIX = "relnas-"  # the searches with a prior (lambda applies to them only)
 RANDOM_LABEL, PRUNE_LABEL = "Random search", "Magnitude pruning"
+# random search with a parameter budget: run at each size the lambda sweep derived
+RANDOM_MATCHED_LABEL = "Random search (matched size)"
 
 
 def expert_label(expert: str) -> str:
@@ -161,7 +175,7 @@ def method_label(cfg: Config) -> str:
         return f"{PRUNE_LABEL} ({EXPERT_NAMES[cfg.expert]})"
     suffix = CELL_SUFFIX if is_second_space(cfg) else ""
     if cfg.method == "random":
-        return RANDOM_LABEL + suffix
+        return (RANDOM_MATCHED_LABEL if cfg.param_budget > 0 else RANDOM_LABEL) + suffix
     if cfg.relaxation == "softmax" and cfg.lam == 0:
         return darts_label(cfg.order) + suffix
     simplex = "" if cfg.simplex == RELNAS_SIMPLEX[cfg.space] else SIMPLEX_SUFFIX[cfg.simplex]

@@ -8,8 +8,8 @@ seaborn is not imported).
 """
 from relnas.diagnostics import (plot_collapse, plot_genotype, plot_precisions,
                                 plot_structure_trajectories, trajectory_array)
-from relnas.figures import (label_colors, pareto_front, plot_pareto, plot_relevance, plot_times,
-                            savefig, set_style)
+from relnas.figures import (label_colors, pareto_front, plot_front, plot_pareto, plot_relevance,
+                            plot_times, savefig, set_style)
 from relnas.runs import (by_space, load_runs, profile_name, read_genotype, read_history,
                          read_per_label, read_precisions, read_trajectory, selected_runs, slug,
                          sort_rows)
@@ -20,7 +20,8 @@ from relnas.tables import (PUBLISHED, anchors, format_mean_std, format_seconds, 
 __all__ = [
     "PUBLISHED", "anchors", "by_space", "figures_dir", "format_mean_std", "format_seconds",
     "format_table", "label_colors", "load_runs", "pareto_front", "plot_collapse", "plot_genotype",
-    "plot_pareto", "plot_precisions", "plot_relevance", "plot_structure_trajectories", "plot_times", "profile_name",
+    "plot_front", "plot_pareto", "plot_precisions", "plot_relevance",
+    "plot_structure_trajectories", "plot_times", "profile_name",
     "read_genotype", "read_history", "read_per_label", "read_precisions", "read_trajectory",
     "savefig", "selected_runs", "set_style", "slug", "sort_rows", "summary_table", "tables_dir",
     "trajectory_array", "write_table"]

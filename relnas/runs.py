@@ -39,7 +39,18 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
             "params": m["params"], "search_time_s": m["search_time_s"],
             "retrain_time_s": m["retrain_time_s"], "total_time_s": m["total_time_s"],
             "device": m["device"], "run_dir": str(result["dir"]),
+            "budget": cfg.param_budget if cfg.method in ("random", "prune") else 0,
+            "kept": kept_pairs(m.get("genotype")),
             **{k: m.get(k, math.nan) for k in DECISIVENESS}}
+
+
+def kept_pairs(genotype: dict | None) -> str:
+    """The kept (op, src, dst) of a stored genotype as one sortable string ("" without one):
+    ``"dag:linear:0>1;dag:identity:1>2"``, to compare the structures of seeds."""
+    if not genotype:
+        return ""
+    return ";".join(sorted(f"{kind}:{op}:{src}>{dst}" for kind, edges in genotype["cells"].items()
+                           for op, src, dst in edges))
 
 
 # Decisiveness of a search (``relnas.search.decisiveness``), NaN for runs without a search.
@@ -85,7 +96,7 @@ def load_runs(dataset: str | None = None, results_dir: str | Path | None = None,
                     "default-profile runs no notebook makes; move other folders away") from None
     runs = pd.DataFrame(rows)
     if not allow_mixed and not runs.empty:
-        keys = ["dataset", "label", "lam", "seed"]
+        keys = ["dataset", "label", "lam", "seed"] + (["budget"] if "budget" in runs else [])
         clash = runs[runs.duplicated(keys, keep=False)].sort_values(keys)
         if not clash.empty:
             first = clash.iloc[0]

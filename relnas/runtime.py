@@ -14,6 +14,7 @@ import os
 import platform
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,19 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at ``path``; None when there is none. One that cannot be read (truncated,
+    overwritten: checkpoints are written atomically, so only damage from outside does this) is
+    named in a warning, renamed to ``<name>.damaged`` and the phase starts over (None)."""
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises OSError, RuntimeError, EOFError, pickle errors
+        aside = path.with_name(path.name + ".damaged")
+        os.replace(path, aside)
+        warnings.warn(f"{path}: damaged checkpoint ({type(exc).__name__}: {exc}); moved to "
+                      f"{aside.name}, the phase starts over", stacklevel=2)
+        return None
 
 
 def place(module: nn.Module, device: torch.device) -> nn.Module:
@@ -156,8 +167,11 @@ class Phase:
 
 def worker_pool(workers: int):
     """A pool of ``workers`` spawned processes (a context manager): spawned, not forked, so
-    that each worker starts with a clean torch (threads, CUDA) state."""
+    that each worker starts with a clean torch (threads, CUDA) state; each gets this process's
+    registered datasets (``relnas.datasets``)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    from relnas import datasets
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=datasets.restore, initargs=(datasets.snapshot(),))

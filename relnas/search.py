@@ -35,7 +35,8 @@ def build_supernet(cfg: Config, task: Task) -> nn.Module:
     in_shape, out_dim = task.splits.in_shape, task.splits.out_dim
     if cfg.space == "mlp":
         n_in = int(np.prod(in_shape))
-        return MLPSupernet(n_in, out_dim, cfg.n_hidden, cfg.width, op_names=cfg.op_names)
+        return MLPSupernet(n_in, out_dim, cfg.n_hidden, cfg.width, op_names=cfg.op_names,
+                           readout=cfg.readout)
     return ConvSupernet(in_shape[0], out_dim, C=cfg.C, layers=cfg.layers, n_nodes=cfg.n_nodes,
                         stem_multiplier=cfg.stem_multiplier, op_names=cfg.op_names,
                         stem_stride=cfg.stem_stride)

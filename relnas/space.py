@@ -160,21 +160,28 @@ def _module_group(module: nn.Module, prefix: str) -> list[str]:
     return [f"{prefix}.{p}" for p, _ in module.named_parameters()]
 
 
+READOUTS = ("last", "sum")  # what the MLP head reads: the last hidden vertex, or their sum
+
+
 class MLPSupernet(nn.Module):
     """Fully connected DAG over ``n_hidden`` vertices of size ``width`` and a linear head.
 
     Vertex 0 is the flattened input ``(B, in_dim)``; every pair ``0 <= j < i <= n_hidden`` is an
-    edge, ordered by ``i`` then ``j``. The head reads the last vertex. Ops that need equal
+    edge, ordered by ``i`` then ``j``. The head reads the last vertex (``readout="last"``) or
+    the sum of the hidden vertices (``"sum"``: each of them reaches the output). Ops that need equal
     dimensions (identity) are masked on edges where the dims differ, and no module is built.
     """
 
     space = "mlp"
 
     def __init__(self, in_dim: int, out_dim: int, n_hidden: int, width: int,
-                 op_names: Sequence[str] = ops.MLP_PRIMITIVES):
+                 op_names: Sequence[str] = ops.MLP_PRIMITIVES, readout: str = "last"):
         super().__init__()
         if n_hidden < 1:
             raise ValueError(f"n_hidden must be >= 1, got {n_hidden}")
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        self.readout = readout
         self.in_dim, self.out_dim, self.n_hidden, self.width = in_dim, out_dim, n_hidden, width
         self.op_names = ops.check_op_names(ops.MLP_OPS, op_names)
         self.edge_list = tuple((j, i) for i in range(1, n_hidden + 1) for j in range(i))
@@ -212,7 +219,7 @@ class MLPSupernet(nn.Module):
         for i in range(1, self.n_hidden + 1):
             states.append(sum(self.edges[e + j](states[j], w[e + j]) for j in range(i)))
             e += i
-        return self.head(states[-1])
+        return self.head(states[-1] if self.readout == "last" else sum(states[1:]))
 
 
 def stem(C_in: int, C_out: int, stride: int = 1) -> nn.Sequential:

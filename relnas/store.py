@@ -273,7 +273,8 @@ def run_lock(folder: str | os.PathLike, *, wait: float = 0.0,
     except filelock.Timeout:
         raise RunLockedError(
             f"{folder} is being computed by another process (lock {folder / '.lock'}); "
-            "wait for it to finish or pass a longer wait") from None
+            "wait for it to finish or pass a longer wait (--wait SECONDS; wait=... in "
+            "Python)") from None
     try:
         yield folder
     finally:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from relnas import data as rdata
+from relnas import datasets
 from relnas.config import Config
 from relnas.data import batches
 from relnas.genotype import Genotype
@@ -188,9 +188,10 @@ class Task:
 
     def __init__(self, cfg: Config, device: torch.device):
         # RELNAS_DOWNLOAD=1 (set by `make reproduce`): fetch missing files with torchvision.
-        splits = rdata.load(cfg.dataset, seed=cfg.seed, valid_fraction=cfg.valid_fraction or None,
-                            subset=cfg.subset or None, device=device,
-                            download=os.environ.get("RELNAS_DOWNLOAD") == "1")
+        splits = datasets.load(cfg.dataset, seed=cfg.seed,
+                               valid_fraction=cfg.valid_fraction or None,
+                               subset=cfg.subset or None, device=device,
+                               download=os.environ.get("RELNAS_DOWNLOAD") == "1")
         self.splits = splits
         self.kind = CLASSIFICATION if splits.n_classes else REGRESSION
         self.scale = 1.0

@@ -1,6 +1,8 @@
 """Claims table (method.md 7): the verdict rules on hand-made runs tables."""
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -85,3 +87,44 @@ def test_claims_read_the_main_search_space_only():
     both = pd.concat([table, cell], ignore_index=True)
     assert claims.size_claim(both) == claims.size_claim(table)
     assert "conv cell" not in claims.accuracy_claim(both)["evidence"]
+
+
+def _with_matched(table, prune_rmse, random_rmse):
+    """``table`` plus pruning and random search of each seed at each size its sweep derived."""
+    sweep = table[table["method"] == "search"]
+    extra = [dict(method=method, label=label, relaxation="", lam=0.0, seed=seed, metric="rmse",
+                  valid_metric=rmse, test_metric=rmse, params=params, budget=params,
+                  total_time_s=2.0, learned_precision=False, order=1)
+             for method, label, rmse in (("prune", "Magnitude pruning", prune_rmse),
+                                         ("random", "Random search (matched size)", random_rmse))
+             for seed, params in sorted(set(zip(sweep["seed"], sweep["params"])))]
+    return pd.concat([table.assign(budget=0), pd.DataFrame(extra)], ignore_index=True)
+
+
+def test_sweep_puts_the_matched_baselines_beside_each_lambda():
+    table = _with_matched(runs({"gumbel": FALLING}), prune_rmse=3.4, random_rmse=3.7)
+    sweep = claims.sweep(table)
+    assert list(sweep["median_params"]) == [4001, 3301, 1451, 751]
+    assert list(sweep["pruning"]) == pytest.approx([3.4] * 4)
+    assert list(sweep["random_search"]) == pytest.approx([3.7] * 4)
+    assert claims.matched(table, "prune")[(0, 751)] == 3.4
+    assert claims.matched(runs({"gumbel": FALLING}), "prune") == {}  # no budget column
+
+
+def test_accuracy_claim_prefers_the_baselines_at_the_same_sizes():
+    # unmatched pruning (751 params, 3.0) would tie; at the searched sizes pruning is worse
+    table = _with_matched(runs({"gumbel": FALLING}, prune_rmse=2.0), prune_rmse=3.5,
+                          random_rmse=3.6)
+    result = claims.accuracy_claim(table)
+    assert "pruning (same sizes) 3.500" in result["evidence"]
+    assert "random search (same sizes) 3.600" in result["evidence"]
+    assert result["verdict"] == "reproduced"
+
+
+def test_seed_agreement_is_the_mean_pairwise_jaccard_of_kept_pairs():
+    same = ["dag:linear:0>1;dag:identity:1>2"] * 3
+    assert claims.seed_agreement(same) == 1.0
+    assert claims.seed_agreement(["dag:linear:0>1", "dag:linear:0>1;dag:identity:1>2"]) == 0.5
+    assert math.isnan(claims.seed_agreement(["dag:linear:0>1", ""]))
+    table = runs({"gumbel": FALLING}).assign(kept="dag:linear:0>1")
+    assert list(claims.sweep(table)["agreement"]) == [1.0] * 4

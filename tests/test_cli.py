@@ -181,3 +181,29 @@ def test_set_without_equals_exits_2(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["run", "--set", "epochs"])
     assert exc.value.code == 2 and "key=value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sets, says", [(["dataset=mnist"], "dataset argument"),
+                                        (["results_dir=x"], "--results-dir"),
+                                        (["method=random"], "include="),
+                                        (["relaxation=gumbel"], "relaxations="),
+                                        (["seed=3"], "seeds=")])
+def test_experiment_refuses_what_the_plan_or_an_option_sets(sets, says, capsys, no_compute):
+    try:
+        code = cli.main(["experiment", "boston", "--set", *sets])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2 and says in capsys.readouterr().err and no_compute == []
+
+
+def test_profile_says_every_field_a_profile_sets(capsys):
+    from relnas.audit import describe
+
+    said = describe("boston")
+    assert said["common"]["epochs"] == 32 and said["common"]["n_hidden"] == 3
+    assert said["methods"]["relnas-Gumbel"] == {"readout": "sum", "relaxation": "gumbel",
+                                                "simplex": "vertex"}
+    assert said["methods"]["Expert MLP 13-50-50-1"] == {"method": "expert"}
+    assert cli.main(["profile", "boston"]) == 0
+    out = capsys.readouterr().out
+    assert "arch_lr=0.1" in out and "relnas-Dirichlet per edge: readout=sum" in out

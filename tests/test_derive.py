@@ -28,15 +28,17 @@ def _mlp_choices(spec, rng):
     return choices
 
 
+@pytest.mark.parametrize("readout", ["last", "sum"])
 @pytest.mark.parametrize("seed", range(4))
-def test_mlp_one_hot_supernet_equals_discrete_network(seed):
+def test_mlp_one_hot_supernet_equals_discrete_network(seed, readout):
     torch.manual_seed(seed)
-    net = MLPSupernet(in_dim=5, out_dim=3, n_hidden=4, width=4).to(F64)
+    net = MLPSupernet(in_dim=5, out_dim=3, n_hidden=4, width=4, readout=readout).to(F64)
     specs = net.arch_spec()
     choices = _mlp_choices(specs["dag"], random.Random(seed))
     w = one_hot_weights(specs, {"dag": choices}, dtype=F64)
     g = genotype_from_supernet(net, w)
-    assert all(op != "zero" for op, _, _ in g.edges("dag"))
+    assert all(op != "zero" for op, _, _ in g.edges("dag")) and g.readout == readout
+    assert Genotype.from_json(g.to_json()) == g
     discrete = build_network(g).to(F64)
     load_from_supernet(discrete, net)
     x = torch.randn(6, 5, dtype=F64)
@@ -302,3 +304,23 @@ def test_vertex_rule_two_ops_on_one_edge_sum_in_the_discrete_net():
     g = genotype_from_supernet(net, weights, simplex="vertex", top_k=2)
     assert g.edges("dag") == (("linear", 0, 1), ("linear_relu", 0, 1))
     assert count_parameters(build_network(g)) == 2 * (4 * 3 + 3) + 3 + 1
+
+
+def test_sum_readout_keeps_every_hidden_vertex_with_an_input():
+    edges = {"dag": [("linear", 0, 1), ("linear", 0, 2)]}
+    last = Genotype("mlp", (("dag", ()),), 3, 1, width=4, n_hidden=2).with_edges(edges)
+    summed = Genotype("mlp", (("dag", ()),), 3, 1, width=4, n_hidden=2,
+                      readout="sum").with_edges(edges)
+    assert connected(last).edges("dag") == (("linear", 0, 2),)
+    assert connected(summed).edges("dag") == (("linear", 0, 1), ("linear", 0, 2))
+    n_last, n_sum = (count_parameters(build_network(connected(g))) for g in (last, summed))
+    assert n_sum - n_last == 3 * 4 + 4  # the second input layer
+    with pytest.raises(ValueError, match="readout"):
+        Genotype("mlp", (), 3, 1, width=4, n_hidden=2, readout="mean")
+
+
+def test_vertex_rule_with_sum_readout_keeps_one_pair_per_hidden_vertex():
+    net = MLPSupernet(in_dim=3, out_dim=1, n_hidden=3, width=4, readout="sum")
+    specs = net.arch_spec()
+    g = genotype_from_supernet(net, uniform_weights(specs), simplex="vertex")
+    assert sorted(dst for *_, dst in g.edges("dag")) == [1, 2, 3]

@@ -6,9 +6,11 @@ head) and evaluate, all on the CPU in seconds. The MLP path of every method is c
 papermill smoke runs in test_notebooks.py.
 """
 import json
+import time
 
 import pytest
 
+from relnas.config import ConfigError, make_config
 from relnas.genotype import Genotype
 from relnas.experiment import run
 
@@ -125,20 +127,28 @@ def test_mnist_default_plans_the_conv_cell_beside_the_mlp_dag():
             if c.method == "search"} == {16}
 
 
-def test_pruning_budget_comes_from_the_main_space_only():
+def test_matched_baselines_at_each_size_of_the_main_sweep():
     import pandas as pd
 
-    from relnas.plans import prune_plan
-    from relnas.profiles import base_config
+    from relnas.plans import matched_plan
+    from relnas.profiles import base_config, method_label
 
-    def row(label, space, params, lam=0.1):
-        return dict(dataset="mnist", label=label, space=space, seed=0, lam=lam, params=params,
+    def row(label, space, params, seed=0, lam=0.1):
+        return dict(dataset="mnist", label=label, space=space, seed=seed, lam=lam, params=params,
                     valid_metric=0.9, metric="acc")
 
     runs = pd.DataFrame([row("relnas-Gumbel", "mlp", 1000), row("relnas-Dirichlet", "mlp", 3000),
+                         row("relnas-Gumbel", "mlp", 1000, lam=1.0),
+                         row("relnas-Gumbel", "mlp", 2000, seed=1),
+                         row("relnas-Gumbel per edge", "mlp", 7000),
+                         row("relnas-Gumbel + learned A", "mlp", 8000),
                          row("relnas-Gumbel (conv cell)", "conv", 10)])
-    (cfg,) = prune_plan(runs, base_config("mnist"))
-    assert cfg.param_budget == 2000 and cfg.method == "prune"
+    configs = matched_plan(runs, base_config("mnist"))
+    got = sorted((c.seed, c.method, c.param_budget) for c in configs)
+    assert got == [(0, "prune", 1000), (0, "prune", 3000), (0, "random", 1000),
+                   (0, "random", 3000), (1, "prune", 2000), (1, "random", 2000)]
+    assert {method_label(c) for c in configs} == {"Magnitude pruning (LeNet-300-100)",
+                                                  "Random search (matched size)"}
 
 
 def test_conv_nets_run_channels_last_on_the_cpu_with_the_same_outputs():
@@ -278,3 +288,87 @@ def test_a_cache_hit_removes_checkpoints_a_late_crash_left(tmp_path):
     left.write_bytes(b"written before metrics.json, then the process died")
     again = run(config, results_dir=tmp_path)
     assert again["cached"] and not left.exists()
+
+
+def test_readout_reaches_the_searches_not_the_experts():
+    from relnas.plans import plan
+
+    configs = plan("boston", seeds=[0], lambdas=[0.1], device="cpu")
+    assert {c.readout for c in configs if c.method == "expert"} == {"last"}
+    assert {c.readout for c in configs if c.method != "expert"} == {"sum"}
+    assert "readout" not in next(c for c in configs if c.method == "expert").to_dict()
+    mnist = plan("mnist", seeds=[0], lambdas=[0.1], device="cpu")
+    expert = next(c for c in mnist if c.expert == "lenet300")
+    assert (expert.n_hidden, expert.width, expert.search_subset) == (3, 50, 0)  # the defaults
+
+
+@pytest.mark.parametrize("field, hint", [("method", "include="), ("relaxation", "relaxations="),
+                                         ("seed", "seeds="), ("lam", "lambdas="),
+                                         ("precision_update", "learned_precision=")])
+def test_a_plan_refuses_the_fields_it_sets_itself(field, hint):
+    from relnas.plans import plan
+
+    with pytest.raises(ConfigError, match=f"{field}=.*the plan sets {field}.*{hint}"):
+        plan("boston", seeds=[0], **{field: 3 if field == "seed" else "dirichlet"})
+    with pytest.raises(ConfigError, match="order=3"):
+        plan("boston", seeds=[0], order=3)
+
+
+@pytest.mark.parametrize("name, value", [("results_dir", 5), ("results_dir", " "),
+                                         ("progress", "maybe"), ("recompute", 1),
+                                         ("wait", float("nan")), ("wait", -1)])
+def test_run_experiment_refuses_bad_execution_parameters(name, value, tmp_path):
+    from relnas.plans import run_experiment
+
+    with pytest.raises(ConfigError, match=name):
+        run_experiment("boston", profile="smoke", seeds=[0], **{name: value})
+
+
+SMOKE_PLAN = dict(profile="smoke", seeds=[0], lambdas=[0.1], learned_precision=[False],
+                  conv_cell=False)
+
+
+def test_a_plan_skips_a_run_computed_elsewhere_and_comes_back_for_it(tmp_path):
+    import threading
+
+    from relnas.plans import run_all
+    from relnas.store import ResultsStore, RunLockedError, run_lock
+
+    configs = [make_config(dataset="boston", n_hidden=1, width=4, epochs=1, retrain_epochs=1,
+                           seed=seed, threads=1) for seed in (0, 1)]
+    store = ResultsStore(tmp_path, read_roots=[])
+    first, second = (store.run_dir("boston", c.to_dict()) for c in configs)
+    taken, done = threading.Event(), threading.Event()
+
+    def other_process():  # holds the first run until the plan has finished the second
+        with run_lock(first):
+            taken.set()
+            while not (second / "metrics.json").exists():
+                time.sleep(0.01)
+        done.set()
+
+    thread = threading.Thread(target=other_process)
+    thread.start()
+    taken.wait()
+    runs = run_all(configs, results_dir=tmp_path)
+    thread.join()
+    assert done.is_set() and list(runs["seed"]) == [0, 1]
+    with run_lock(first):  # held for good: the wait runs out and names the way out
+        with pytest.raises(RunLockedError, match="longer wait"):
+            run_all(configs, results_dir=tmp_path, recompute=True, wait=0.1)
+
+
+def test_a_fully_stored_plan_reads_from_a_folder_it_cannot_write(tmp_path, monkeypatch):
+    from relnas.plans import run_experiment
+    from relnas.store import ResultsStore
+
+    stored = run_experiment("boston", results_dir=tmp_path, **SMOKE_PLAN)
+
+    def unwritable(self):
+        raise PermissionError(f"results folder {self.root} is not writable")
+
+    monkeypatch.setattr(ResultsStore, "check_writable", unwritable)
+    again = run_experiment("boston", results_dir=tmp_path, **SMOKE_PLAN)
+    assert list(again["run_dir"]) == list(stored["run_dir"])
+    with pytest.raises(ConfigError, match="not writable"):
+        run_experiment("boston", results_dir=tmp_path, **dict(SMOKE_PLAN, seeds=[1]))

@@ -85,13 +85,14 @@ def test_papermill_smoke_run(name, scratch):
     assert not (scratch / "results" / dataset).exists()
     # 2 seeds x (experts, random, DARTS 1st + 2nd, Dirichlet at the sweep's lambda per vertex
     # and per edge, Dirichlet at lambda 1 with fixed and learned A at second order and fixed
-    # and evidence A at first order, pruning); MNIST also 2 seeds x the conv cell's DARTS 1st
-    # order and Dirichlet
+    # and evidence A at first order, pruning and random search at the one size the per-vertex
+    # sweep derived); MNIST also 2 seeds x the conv cell's DARTS 1st order and Dirichlet
     n_experts, n_cell = (1, 0) if dataset == "boston" else (2, 2)
-    assert len(metrics) == 2 * (n_experts + 1 + 2 + 2 + 4 + 1 + n_cell)
+    assert len(metrics) == 2 * (n_experts + 1 + 2 + 2 + 4 + 2 + n_cell)
     assert all(m["status"] == "ok" for m in metrics)
     figures = {p.name for p in (scratch / "figures").iterdir()}
-    for fig in ("pareto", "structure_weights", "collapse", "precisions", "times"):
+    for fig in ("pareto", "front", "structure_weights", "collapse", "precisions",
+                "architectures", "times"):
         assert {f"{dataset}_smoke_{fig}.png", f"{dataset}_smoke_{fig}.pdf"} <= figures
     if n_cell:
         assert {f"{dataset}_smoke_structure_weights_conv.png",
@@ -115,7 +116,7 @@ def test_paper_notebook_builds_from_stored_results(scratch):
     out = scratch / "04_paper.ipynb"
     execute(NOTEBOOKS / "04_paper.ipynb", out, {"profile": "smoke"}, timeout=300, log_output=False)
     assert (scratch / "figures" / "tables" / "paper_boston_smoke.md").exists()
-    assert (scratch / "figures" / "paper_pareto_smoke.png").exists()
+    assert (scratch / "figures" / "paper_smoke_pareto.png").exists()  # as boston_smoke_*
 
 
 def test_parameters_are_read_from_the_parameters_cell():
@@ -185,3 +186,34 @@ def test_a_changed_source_is_reported_out_of_sync(tmp_path):
     source.write_text((NOTEBOOKS / "src" / "04_paper.py").read_text().replace(
         "print(runs.groupby", "print(runs.groupby", 1) + "\n# %%\nprint('a new cell')\n")
     assert out_of_sync(source, NOTEBOOKS / "04_paper.ipynb")
+
+
+@pytest.mark.parametrize("name", ["01_boston", "02_mnist", "04_paper"])
+def test_a_mistyped_notebook_parameter_is_refused_by_name(name):
+    import IPython.display
+
+    from relnas.config import ConfigError
+    from relnas.notebooks import check_parameters, notebook_parameter_values
+    from relnas.plans import profile_results_dir, run_experiment
+
+    nb = Path(__file__).resolve().parent.parent / "notebooks" / f"{name}.ipynb"
+    accepted = (profile_results_dir,) if name == "04_paper" else (run_experiment, "config")
+    namespace = {"In": [], "Out": {}, "_i1": "", "display": IPython.display.display,
+                 "IPython": IPython, **notebook_parameter_values(nb)}
+    check_parameters(namespace, *accepted)  # every parameter of its parameters cell is read
+    source = (nb.parent / "src" / f"{name}.py").read_text()
+    call = "profile_results_dir" if name == "04_paper" else "run_experiment"
+    assert f"check_parameters(globals(), {call}" in source
+    with pytest.raises(ConfigError, match="unknown notebook parameter 'profil'.*'profile'"):
+        check_parameters({**namespace, "profil": "smoke"}, *accepted)
+
+
+def test_html_export_is_standalone_and_byte_stable(tmp_path):
+    from relnas.notebooks import export_html
+
+    nb = NOTEBOOKS / "04_paper.ipynb"
+    first = export_html(nb, tmp_path / "a")
+    second = export_html(nb, tmp_path / "b")
+    assert first.name == "04_paper.html" and first.read_bytes() == second.read_bytes()
+    text = first.read_text()
+    assert text.lstrip().startswith("<!DOCTYPE html>") and "The paper's tables and figures" in text

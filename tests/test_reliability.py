@@ -272,3 +272,13 @@ def test_deterministic_runs_are_identical(tmp_path):
     assert_same_run(second, first)
     other = run(dict(cfg, seed=1), results_dir=tmp_path / "a")  # the comparison can fail
     assert [strip_times(r) for r in other["history"]] != [strip_times(r) for r in first["history"]]
+
+
+def test_a_damaged_checkpoint_is_named_moved_aside_and_the_run_starts_over(reference, tmp_path):
+    folder = _run_dir(tmp_path, RESUME)
+    folder.mkdir(parents=True)
+    (folder / "checkpoint_search.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.warns(UserWarning, match=r"checkpoint_search\.pt: damaged checkpoint"):
+        result = run(RESUME, results_dir=tmp_path)
+    assert_same_run(result, reference)
+    assert (folder / "checkpoint_search.pt.damaged").read_bytes() == b"PK\x03\x04 truncated"

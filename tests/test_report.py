@@ -200,6 +200,28 @@ def test_plot_pareto():
     assert max(front_y) == pytest.approx(99.0)  # acc shown in %
 
 
+def test_plot_front_draws_one_seed_with_its_matched_baselines():
+    rows = []
+    for seed in (0, 1):
+        for label, relaxation in (("relnas-Dirichlet", "dirichlet"), ("relnas-Gumbel", "gumbel")):
+            for lam, params in ((0.0, 4001), (1.0, 1451), (10.0, 751)):
+                rows.append(_run("boston", "search", label, lam, seed, 3.0, 3.1, params,
+                                 relaxation=relaxation))
+        for params in (4001, 1451, 751):
+            rows.append(_run("boston", "prune", "Magnitude pruning (MLP 13-50-50-1)", 0.0, seed,
+                             3.2, 3.3, params) | {"budget": params})
+            rows.append(_run("boston", "random", "Random search (matched size)", 0.0, seed,
+                             3.4, 3.5, params) | {"budget": params})
+        rows.append(_run("boston", "expert", "Expert MLP 13-50-50-1", 0.0, seed, 2.9, 3.0, 3301))
+    runs = pd.DataFrame(rows).fillna({"budget": 0})
+    fig = figures.plot_front(runs, seed=1)
+    (ax,) = fig.axes
+    assert ax.get_title() == "boston, seed 1" and ax.get_xscale() == "log"
+    assert len(ax.lines) == 2 and list(ax.lines[0].get_xdata()) == [4001, 1451, 751]
+    assert len(ax.collections) == 3  # pruning, random search, expert
+    assert len(ax.texts) == 6  # every sweep point says its lambda
+
+
 def test_plot_genotype_mlp_and_conv():
     from relnas.genotype import Genotype
     mlp = Genotype("mlp", (("dag", (("linear_relu", 0, 1), ("identity", 1, 2),
@@ -217,6 +239,30 @@ def test_plot_genotype_mlp_and_conv():
     fig = diagnostics.plot_genotype(conv.to_dict())  # the plain JSON form works too
     assert [ax.get_title() for ax in fig.axes] == ["normal", "reduce"]
     assert {"sep_conv_3x3", "dil_conv_5x5", "$c_{k}$"} <= {t.get_text() for t in fig.axes[0].texts}
+
+
+def test_plot_architectures_puts_every_method_in_one_grid():
+    from relnas.genotype import Genotype
+    mlp = Genotype("mlp", (("dag", (("linear_relu", 0, 1), ("identity", 1, 2))),), in_dim=13,
+                   out_dim=1, width=8, n_hidden=2, readout="sum")
+    conv = Genotype("conv", (("normal", (("sep_conv_3x3", 0, 2),)),
+                             ("reduce", (("skip_connect", 1, 2),))), in_dim=3, out_dim=10,
+                    n_nodes=1, concat=(2,))
+    fig = diagnostics.plot_architectures({"A": mlp, "B": mlp, "C (conv cell)": conv},
+                                         title="x, seed 0", ncols=2)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["A", "B", "C (conv cell): normal", "C (conv cell): reduce"]
+    assert fig._suptitle.get_text() == "x, seed 0"
+    assert any("sum of the hidden" in t.get_text() for t in fig.axes[0].texts)
+
+
+def test_views_table_names_one_device_once():
+    from relnas import views
+    df = pd.DataFrame({"method": ["a", "b"], "params": [1, 2], "device": ["cpu (x)"] * 2})
+    text = views.table(df).data
+    assert "device" not in text.splitlines()[0] and text.endswith("Device: cpu (x).")
+    mixed = views.table(df.assign(device=["cpu", "cuda"])).data
+    assert "device" in mixed.splitlines()[0] and "Device:" not in mixed
 
 
 def _history(n=5, seeds=(0,)):
@@ -333,11 +379,18 @@ def test_a_run_stored_by_an_older_relnas_is_named_with_the_way_out(tmp_path):
 def test_every_planned_label_keeps_one_colour_in_every_figure():
     from relnas import figures
     from relnas.plans import plan
-    from relnas.profiles import method_label
+    from relnas.profiles import PRUNE_LABEL, RANDOM_MATCHED_LABEL, method_label
 
     labels = sorted({method_label(c) for c in plan("mnist", seeds=[0], lambdas=[0.0, 1.0])}
-                    | {method_label(c) for c in plan("boston", seeds=[0], lambdas=[0.0, 1.0])})
+                    | {method_label(c) for c in plan("boston", seeds=[0], lambdas=[0.0, 1.0])}
+                    | {PRUNE_LABEL, RANDOM_MATCHED_LABEL})
     everything = figures.label_colors(labels)
     assert len(set(everything.values())) == len(labels)        # one colour a method
     for label in labels:                                       # whatever else is drawn
         assert figures.label_colors([label, "someone's variant"])[label] == everything[label]
+
+
+def test_kept_pairs_name_a_genotype_sortably():
+    genotype = {"cells": {"dag": [["linear", 0, 2], ["identity", 1, 2], ["linear", 0, 1]]}}
+    assert rruns.kept_pairs(genotype) == "dag:identity:1>2;dag:linear:0>1;dag:linear:0>2"
+    assert rruns.kept_pairs(None) == ""

@@ -11,7 +11,7 @@
 # cell for a GPU (device="cuda"; hours per seed, see the README).
 profile = "default"                     # "default", "smoke" or "paper"
 relaxations = ["dirichlet", "gumbel"]   # structural priors of relnas
-lambdas = [0, 1, 100]                   # the size prior's sweep; per method chosen on validation
+lambdas = [0, 0.1, 1, 10, 100]          # the size prior's sweep; per method chosen on validation
 seeds = [0, 1, 2, 3, 4]
 epochs = None                           # search epochs (None: profile default)
 retrain_epochs = None                   # retrain epochs (None: profile default)
@@ -26,36 +26,41 @@ recompute = False                       # True: rerun every config even if it is
 
 
 # %%
-from IPython.display import Markdown, display
+from IPython.display import display
 
-from relnas import report
+from relnas import report, views
+from relnas.notebooks import check_parameters
 from relnas.plans import run_experiment
 
+check_parameters(globals(), run_experiment, 'config')  # a mistyped -p name stops here
+
+# %%
 runs = run_experiment('mnist', profile=profile, seeds=seeds, relaxations=relaxations,
                       lambdas=lambdas, learned_precision=learned_precision, order=order,
                       epochs=epochs, retrain_epochs=retrain_epochs, device=device,
                       results_dir=results_dir, progress=progress, workers=workers,
                       recompute=recompute, checkpoint_interval=10.0,
                       conv_cell=conv_cell)
+seed = int(runs['seed'].min())  # the figures of one seed show this one
 print(f'{len(runs)} runs')
 
 # %% [markdown]
 # ## Results
 #
-# Test metric as mean ± std over seeds; for the relnas rows the structural prior strength lambda is the one with the best mean *validation* score. Parameters are those of the derived (or pruned) model; times are wall clock on the device named.
+# Test metric as mean ± std over seeds; for the relnas rows the structural prior strength lambda is the one with the best mean *validation* score. Parameters are those of the derived (or pruned) model; times are wall clock on the device named. Magnitude pruning and "Random search (matched size)" run at every size the lambda sweep derived on each seed, so their rows average over those sizes; the sweep table at the end compares them lambda by lambda.
 
 # %% tags=["nbval-check-output"]
 summary = report.summary_table(runs)
 table = report.format_table(summary)
 name = report.profile_name('mnist', profile)  # files mnist_*; mnist_<profile>_* for other profiles
 report.write_table(table, name)
-print(table.to_markdown(index=False))
+views.table(table)
 
 # %% [markdown]
 # Published anchors (method.md), for orientation; they come from other protocols and hardware.
 
 # %% tags=["nbval-check-output"]
-print(report.anchors('mnist').to_markdown(index=False))
+views.table(report.anchors('mnist'))
 
 # %% [markdown]
 # ## Figures
@@ -63,46 +68,31 @@ print(report.anchors('mnist').to_markdown(index=False))
 # Accuracy against size, with the Pareto front over lambda and methods; structure weights over the search; collapse diagnostics; learned precisions; derived architectures; time per method.
 
 # %%
-fig = report.plot_pareto(runs)
-report.savefig(fig, name + '_pareto')
-fig
+views.pareto(runs, name)
+
+# %% [markdown]
+# The size/accuracy front of one seed: each lambda sweep of the size prior (per vertex, fixed A) as a line over lambda, with magnitude pruning of the expert and random search run at exactly the sizes that seed's sweep derived (same data split), and the experts.
 
 # %%
-selected = report.selected_runs(runs)
-searched = selected[selected['method'] == 'search']
-seed0 = int(runs['seed'].min())  # the per-seed figures show this seed
-for suffix, part in report.by_space(searched).items():  # one figure per search space
-    trajectories = report.read_per_label(part, report.read_trajectory, seed=seed0)
-    fig = report.plot_structure_trajectories(trajectories, seed=seed0)
-    report.savefig(fig, name + '_structure_weights' + suffix)
-    display(fig)
+views.front(runs, name, seed=seed)
+
+# %% [markdown]
+# One seed's searches (lambda selected per method): the mean structure weights over the search, the normalized entropy and parameter-free leaders (collapse diagnostics), the learned precisions, and the derived architectures side by side.
 
 # %%
-for suffix, part in report.by_space(searched).items():
-    histories = report.read_per_label(part, report.read_history, seed=seed0)
-    fig = report.plot_collapse({k: h[h['phase'] == 'search'] for k, h in histories.items()},
-                               seed=seed0)
-    report.savefig(fig, name + '_collapse' + suffix)
-    display(fig)
+views.structure_weights(runs, name, seed=seed)
 
 # %%
-learned = searched[searched['learned_precision']]
-fig = report.plot_precisions(report.read_per_label(learned, report.read_precisions, seed=seed0))
-report.savefig(fig, name + '_precisions')
-fig
+views.collapse(runs, name, seed=seed)
 
 # %%
-genotypes = report.read_per_label(selected[selected['method'].isin(['search', 'random'])],
-                                  report.read_genotype, seed=seed0)
-for label, genotype in genotypes.items():
-    fig = report.plot_genotype(genotype, title=f'{label}, seed {seed0}')
-    report.savefig(fig, name + '_architecture_' + report.slug(label))
-    display(fig)
+views.precisions(runs, name, seed=seed)
 
 # %%
-fig = report.plot_times(runs)
-report.savefig(fig, name + '_times')
-fig
+views.architectures(runs, name, seed=seed)
+
+# %%
+views.times(runs, name)
 
 # %% [markdown]
 # ## Relevance
@@ -115,19 +105,16 @@ from relnas.plans import profile_results_dir
 
 curves = relevance.curves(runs, results_dir=profile_results_dir(profile, results_dir),
                           workers=workers)
-fig = report.plot_relevance(curves)
-report.savefig(fig, name + '_relevance')
-fig
+views.relevance(curves, name)
 
 # %% [markdown]
 # ## The paper's claims
 #
-# The lambda sweep of the size prior (fixed A, first order: median parameters of the derived model and mean test metric per lambda), then each claim of method.md 7 with its evidence and verdict; the rules of the verdicts are in `relnas.claims`.
+# The lambda sweep of the size prior (fixed A, first order: median parameters of the derived model and mean test metric per lambda, beside magnitude pruning and random search at the same sizes and seeds), then each claim of method.md 7 with its evidence and verdict; the rules of the verdicts are in `relnas.claims`.
 
 # %% tags=["nbval-check-output"]
 from relnas import claims
 
-print(claims.sweep(runs).to_markdown(index=False, floatfmt='.4g'))
 verdicts = claims.claims_table(runs, curves)
 report.write_table(verdicts, name + '_claims')
-print(verdicts.to_markdown(index=False))
+display(views.table(claims.sweep(runs).round(4)), views.table(verdicts))

@@ -10,30 +10,29 @@ profile = "default"   # the runs of another profile ("paper") are in <results>/<
 # %% tags=["nbval-check-output"]
 import pandas as pd
 
-from relnas import report
+from IPython.display import display
+
+from relnas import report, views
+from relnas.notebooks import check_parameters
 from relnas.plans import load_runs, profile_results_dir
 
+check_parameters(globals(), profile_results_dir)  # a mistyped -p name stops here
 runs = load_runs(results_dir=profile_results_dir(profile, results_dir))
 print(runs.groupby('dataset').size().to_string())
 
 # %% tags=["nbval-check-output"]
 summary = report.summary_table(runs)
-for dataset, part in summary.groupby('dataset', sort=False):
-    table = report.format_table(part)
+tables = {dataset: report.format_table(part)
+          for dataset, part in summary.groupby('dataset', sort=False)}
+for dataset, table in tables.items():
     report.write_table(table, report.profile_name(f'paper_{dataset}', profile))
-    print(f'### {dataset}')
-    print(table.to_markdown(index=False))
-    print()
+display(*(views.table(table, note=f'Dataset: {dataset}.') for dataset, table in tables.items()))
 
 # %% tags=["nbval-check-output"]
-print(report.anchors().to_markdown(index=False))
+views.table(report.anchors())
 
 # %%
-fig = report.plot_pareto(runs)
-report.savefig(fig, report.profile_name('paper_pareto', profile))
-fig
+views.pareto(runs, report.profile_name('paper', profile))
 
 # %%
-fig = report.plot_times(runs)
-report.savefig(fig, report.profile_name('paper_times', profile))
-fig
+views.times(runs, report.profile_name('paper', profile))

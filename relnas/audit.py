@@ -1,0 +1,88 @@
+"""Plans read without running them: what a profile sets (``python -m relnas profile``) and
+the run folders no notebook makes any more (``python -m relnas stale``).
+
+A results folder keeps every run it was given; when a profile or a notebook parameter changes,
+the folders of the old configurations stay and ``04_paper`` would refuse to average them with
+the new ones (``relnas.runs.load_runs``). :func:`stale_runs` names them from the plan;
+:func:`describe` says every field a profile's plan sets, per method.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from relnas import relevance, store
+from relnas.config import Config
+from relnas.plans import LAMBDAS, _notebook_plan, matched_plan, plan
+from relnas.profiles import base_config, method_label
+from relnas.runs import profile_results_dir, row
+
+
+def describe(dataset: str, profile: str = "default", **overrides: Any) -> dict[str, Any]:
+    """What a profile sets, in one place: ``{"common": {field: value}, "methods": {label:
+    {field: value}}}``, every field of the profile's plan (one seed, lambda 1) that the profile
+    names or that differs from ``relnas.config.Config``'s default: those all its runs share,
+    then per method label the others (lam omitted: the plan's ``lambdas`` set it)."""
+    configs = plan(dataset, profile=profile, seeds=[0], lambdas=[1.0], **overrides)
+    defaults, named = Config().to_dict(), set(base_config(dataset, profile, **overrides))
+    rows = {}
+    for cfg in configs:
+        changed = {k: v for k, v in cfg.to_dict().items()
+                   if (v != defaults.get(k) or k in named) and k not in ("lam", "seed")}
+        rows.setdefault(method_label(cfg), changed)
+    common = {k: v for k, v in next(iter(rows.values())).items()
+              if all(r.get(k, defaults.get(k)) == v for r in rows.values())}
+    return {"common": common,
+            "methods": {label: {k: v for k, v in r.items() if k not in common}
+                        for label, r in rows.items()}}
+
+
+def stale_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
+               relaxations=("dirichlet", "gumbel"), lambdas=LAMBDAS,
+               learned_precision=(False, True), order: int = 1, conv_cell: bool = True,
+               results_dir=None, **overrides: Any) -> list[Path]:
+    """The run folders of ``dataset`` in the results folder that :func:`relnas.plans.run_experiment` with
+    these parameters would not produce (left by earlier configurations; ``04_paper`` refuses
+    to average them with the current ones). The matched-size baselines depend on the stored searches of the
+    same seed: while any run of the plan is missing, no matched-size baseline is called stale."""
+    configs = _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
+                             order, conv_cell, overrides)
+    results = store.ResultsStore(profile_results_dir(profile, results_dir), read_roots=[])
+    stored = [results.load(dataset, cfg.to_dict()) for cfg in configs]
+    complete = all(r is not None for r in stored)
+    if complete:
+        runs = pd.DataFrame([row(r) for r in stored])
+        configs += matched_plan(runs, base_config(dataset, profile, **overrides))
+    keep = {store.config_hash(cfg.to_dict()) for cfg in configs}
+    folder = results.root / dataset
+    if not folder.is_dir():
+        return []
+    stale = []
+    for run_dir in sorted(p for p in folder.iterdir() if _is_run_dir(p) and p.name not in keep):
+        if not complete and _is_matched(run_dir):
+            continue
+        stale.append(run_dir)
+    # relevance curves of the plan's evidence-A searches (relnas.relevance); other curves go
+    curves = {store.config_hash(relevance.curve_key(cfg)) for cfg in configs
+              if cfg.learned_precision and cfg.precision_update == "evidence"}
+    if (folder / "relevance").is_dir():
+        stale += sorted(p for p in (folder / "relevance").iterdir()
+                        if _is_run_dir(p) and p.name not in curves)
+    return stale
+
+
+def _is_run_dir(path: Path) -> bool:
+    """A folder the store wrote: named by a config hash (anything else there is left alone)."""
+    return (path.is_dir() and len(path.name) == len(store.config_hash({}))
+            and all(c in "0123456789abcdef" for c in path.name))
+
+
+def _is_matched(run_dir: Path) -> bool:
+    """Whether a stored run is a matched-size baseline (pruning, random search with a budget)."""
+    config = run_dir / store.CONFIG
+    stored = store.read_json(config) if config.is_file() else {}
+    return stored.get("method") == "prune" or (stored.get("method") == "random"
+                                                and stored.get("param_budget", 0) > 0)
+
