@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 
 from relnas import relevance, store
-from relnas.config import Config
-from relnas.plans import LAMBDAS, _notebook_plan, matched_plan, plan
+from relnas.config import Config, make_config
+from relnas.plans import LAMBDAS, _notebook_plan, as_list, matched_plan, plan
 from relnas.profiles import base_config, method_label
 from relnas.runs import profile_results_dir, row
 
@@ -55,6 +55,10 @@ def stale_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
     if complete:
         runs = pd.DataFrame([row(r) for r in stored])
         configs += matched_plan(runs, base_config(dataset, profile, **overrides))
+    base = base_config(dataset, profile, **overrides)
+    if base.get("space", "mlp") == "mlp":  # the ground truth of the space (relnas.exhaustive)
+        configs += [make_config(**base, seed=int(s), method="exhaustive")
+                    for s in as_list("seeds", seeds)]
     keep = {store.config_hash(cfg.to_dict()) for cfg in configs}
     folder = results.root / dataset
     if not folder.is_dir():

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 DATASETS = ("boston", "mnist", "cifar10")
-METHODS = ("expert", "random", "prune", "search")
+METHODS = ("expert", "random", "prune", "search", "exhaustive")
 EXPERTS = {"boston": ("mlp",), "mnist": ("lenet300", "lenet5"), "cifar10": ("darts_v2", "resnet")}
 SPACES = ("mlp", "conv")
 RELAXATIONS = ("softmax", "gumbel", "dirichlet")
@@ -55,8 +55,7 @@ class Config:
     """A complete run: data, method, search space, relaxation, bilevel search, retraining."""
     # --- what is run ---
     dataset: str = "boston"             # built-in (DATASETS) or registered (relnas.datasets)
-    # checksum of a registered dataset's files (set by make_config; "" for the built-in ones)
-    data_fingerprint: str = ""
+    data_fingerprint: str = ""          # a registered dataset's file checksum (make_config sets it)
     method: str = field(default="search", metadata=_choice(*METHODS))
     expert: str = "mlp"                 # expert model (method expert/prune), see EXPERTS
     space: str = field(default="mlp", metadata=_choice(*SPACES))
@@ -232,6 +231,8 @@ def _check_cross(cfg: Config) -> None:
     if cfg.method in ("expert", "prune") and cfg.expert not in experts:
         raise ConfigError(f"expert={cfg.expert!r} is not an expert model for {cfg.dataset}; "
                           f"allowed: {', '.join(experts)}" + _suggest(cfg.expert, experts))
+    if cfg.method == "exhaustive" and cfg.space != "mlp":
+        raise ConfigError("method='exhaustive' lists MLP DAG spaces only (space='mlp')")
     if cfg.method == "prune" and cfg.param_budget <= 0:
         raise ConfigError("method='prune' needs param_budget > 0: the parameter count to prune "
                           "the expert model to (the derived model's count)")
@@ -303,8 +304,7 @@ def _like(dataset: str) -> str:
 
 def make_config(**values: Any) -> Config:
     """Build a validated :class:`Config`; unknown keys are refused with the closest valid name.
-    A registered dataset's config gets its files' fingerprint (``data_fingerprint``) unless
-    one is given (a stored config keeps the one of the data it ran on)."""
+    A registered dataset gets its files' ``data_fingerprint`` unless a stored one is given."""
     for key in values:
         if key not in FIELDS:
             raise ConfigError(f"unknown parameter {key!r}" + _suggest(key, FIELDS)

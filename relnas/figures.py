@@ -20,7 +20,8 @@ import pandas as pd
 from relnas import store
 from relnas.config import DATASETS
 from relnas.claims import sweep_rows
-from relnas.profiles import (EXPERT_NAMES, PRUNE_LABEL, RANDOM_LABEL, RANDOM_MATCHED_LABEL,
+from relnas.profiles import (EXHAUSTIVE_LABEL, EXPERT_NAMES, PRUNE_LABEL, RANDOM_LABEL,
+                             RANDOM_MATCHED_LABEL,
                              RELNAS_PREFIX, SIMPLEX_SUFFIX, darts_label, expert_label, label_base,
                              relnas_label)
 from relnas.runs import sort_rows
@@ -43,7 +44,7 @@ LABEL_COLORS = {
     relnas_label("gumbel", True, 1, "", "evidence"): ("pastel", 1),
     darts_label(1): ("colorblind", 2), darts_label(2): ("colorblind", 5),
     RANDOM_LABEL: ("colorblind", 7), PRUNE_LABEL: ("colorblind", 4),
-    RANDOM_MATCHED_LABEL: ("pastel", 7),
+    RANDOM_MATCHED_LABEL: ("pastel", 7), EXHAUSTIVE_LABEL: ("pastel", 4),
     **{expert_label(e): ("dark", slot) for e, slot in zip(EXPERT_NAMES, (6, 8, 7, 4, 5))},
 }
 
@@ -194,6 +195,37 @@ def plot_front(runs: pd.DataFrame, seed: int | None = None):
                        s=40 if marker == "*" else 22, color=colors[label], label=label, zorder=3)
         ax.set(xscale="log", xlabel="parameters of the derived model",
                ylabel=metric_name("acc" if acc else "rmse"), title=f"{dataset}, seed {seed}")
+    legend_right(fig, axes)
+    return fig
+
+
+def plot_ground_truth(truth: pd.DataFrame, runs: pd.DataFrame, seed: int | None = None):
+    """Every architecture of the space (``relnas.exhaustive``) of one seed, parameters against
+    validation and test metric, with the true Pareto front, and each method's derived net of the
+    same seed (lambda selected) marked on it."""
+    from relnas.runs import derived_nets
+    seed = int(truth["seed"].min()) if seed is None else int(seed)
+    space = truth[truth["seed"] == seed]
+    acc = (space["metric"] == "acc").all()
+    scale = 100.0 if acc else 1.0
+    chosen = derived_nets(runs)
+    chosen = sort_rows(chosen[chosen["seed"] == seed])
+    colors = label_colors(chosen["label"].unique())
+    fig, axes = subplots(1, 2, figsize=(11.5, 3.8), sharey=True)
+    for ax, split in zip(axes[0], ("valid", "test")):
+        ax.scatter(space["params"], scale * space[f"{split}_metric"], s=8, color="0.75",
+                   label=f"all {len(space)} architectures")
+        idx = pareto_front(space["params"], space[f"{split}_metric"], higher_is_better=acc)
+        front = space.iloc[idx].sort_values("params")
+        ax.step(front["params"], scale * front[f"{split}_metric"], where="post", color="k",
+                lw=1, label="true Pareto front")
+        for label, g in chosen.groupby("label", sort=False):
+            ax.scatter(g["params"], scale * g[f"{split}_metric"], s=28, marker="D",
+                       color=colors[label], label=label, zorder=3)
+        name = metric_name("acc" if acc else "rmse").replace("test", "validation"
+                                                               if split == "valid" else "test")
+        ax.set(xscale="log", xlabel="parameters", ylabel=name,
+               title=f"{split if split == 'test' else 'validation'}, seed {seed}")
     legend_right(fig, axes)
     return fig
 

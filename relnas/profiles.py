@@ -142,6 +142,7 @@ RELNAS_PREFIX = "relnas-"  # the searches with a prior (lambda applies to them o
 RANDOM_LABEL, PRUNE_LABEL = "Random search", "Magnitude pruning"
 # random search with a parameter budget: run at each size the lambda sweep derived
 RANDOM_MATCHED_LABEL = "Random search (matched size)"
+EXHAUSTIVE_LABEL = "Exhaustive (best on validation)"  # every architecture of the space trained
 
 
 def expert_label(expert: str) -> str:
@@ -173,6 +174,8 @@ def method_label(cfg: Config) -> str:
         return expert_label(cfg.expert)
     if cfg.method == "prune":
         return f"{PRUNE_LABEL} ({EXPERT_NAMES[cfg.expert]})"
+    if cfg.method == "exhaustive":
+        return EXHAUSTIVE_LABEL
     suffix = CELL_SUFFIX if is_second_space(cfg) else ""
     if cfg.method == "random":
         return (RANDOM_MATCHED_LABEL if cfg.param_budget > 0 else RANDOM_LABEL) + suffix

@@ -159,6 +159,16 @@ def selected_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[mask]
 
 
+def derived_nets(runs: pd.DataFrame) -> pd.DataFrame:
+    """One net per method and seed, as the results table reports it: the runs at the selected
+    lambda, without the matched-size baselines (``budget``) and exhaustive runs."""
+    chosen = selected_runs(runs)
+    keep = chosen["method"] != "exhaustive"
+    if "budget" in chosen:
+        keep &= chosen["budget"] == 0
+    return chosen[keep]
+
+
 def by_space(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The runs split by search space, for figures that show one space at a time: the space
     with the most runs under the name suffix ``""``, any other under ``"_<space>"``."""

@@ -93,6 +93,13 @@ def architectures(runs: pd.DataFrame, name: str, seed: int | None = None) -> Non
           name + "_architectures")
 
 
+def ground_truth(truth: pd.DataFrame, runs: pd.DataFrame, name: str,
+                 seed: int | None = None) -> None:
+    """Every architecture of the space (``relnas.exhaustive``), the true front, and the methods'
+    nets of one seed."""
+    _show(figures.plot_ground_truth(truth, runs, seed=seed), name + "_ground_truth")
+
+
 def times(runs: pd.DataFrame, name: str) -> None:
     _show(figures.plot_times(runs), name + "_times")
 
@@ -101,5 +108,5 @@ def relevance(curves: pd.DataFrame, name: str) -> None:
     _show(figures.plot_relevance(curves), name + "_relevance")
 
 
-__all__: list[Any] = ["architectures", "collapse", "front", "pareto", "precisions",
-                      "relevance", "structure_weights", "table", "times"]
+__all__: list[Any] = ["architectures", "collapse", "front", "ground_truth", "pareto",
+                      "precisions", "relevance", "structure_weights", "table", "times"]

@@ -14,6 +14,7 @@ import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPERIMENTS = {"01_boston": "boston", "02_mnist": "mnist"}
+ALL = ["01_boston", "02_mnist", "03_boston_ground_truth", "04_paper"]
 SMOKE = {"profile": "smoke", "seeds": [0, 1], "lambdas": [0.1], "relaxations": ["dirichlet"],
          "learned_precision": [False, True]}
 
@@ -22,7 +23,7 @@ def _code(nb):
     return [c for c in nb.cells if c.cell_type == "code"]
 
 
-@pytest.mark.parametrize("name", ["01_boston", "02_mnist", "04_paper"])
+@pytest.mark.parametrize("name", ALL)
 def test_notebook_is_thin_and_parameterized(name):
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     assert nb.metadata["kernelspec"]["name"] == "python3"
@@ -37,7 +38,7 @@ def test_notebook_is_thin_and_parameterized(name):
     assert any("nbval-check-output" in c.metadata.get("tags", []) for c in cells)
 
 
-@pytest.mark.parametrize("name", ["01_boston", "02_mnist", "04_paper"])
+@pytest.mark.parametrize("name", ALL)
 def test_every_relnas_name_a_notebook_uses_exists(name):
     """The notebooks' imports from relnas, and the attributes they read of an imported module
     (``report.savefig``), resolve: moving code inside relnas must keep the notebooks' names."""
@@ -127,7 +128,7 @@ def test_parameters_are_read_from_the_parameters_cell():
     assert notebook_parameters(NOTEBOOKS / "04_paper.ipynb") == {"results_dir", "profile"}
 
 
-@pytest.mark.parametrize("name", ["01_boston", "02_mnist", "04_paper"])
+@pytest.mark.parametrize("name", ALL)
 def test_committed_notebooks_show_their_figures(name):
     """`make reproduce` must leave the figures visible in the notebooks (inline PNG outputs)."""
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
@@ -170,7 +171,7 @@ def test_a_rerun_of_a_notebook_writes_the_same_bytes(tmp_path, monkeypatch):
     assert outs[0].read_bytes() == outs[1].read_bytes()
 
 
-@pytest.mark.parametrize("name", ["01_boston", "02_mnist", "04_paper"])
+@pytest.mark.parametrize("name", ALL)
 def test_committed_notebooks_match_their_source_files(name):
     """notebooks/src/<name>.py (jupytext percent format) is the source of each notebook; the
     committed .ipynb must hold the same cells (`python tools/build_notebooks.py` rebuilds)."""
@@ -188,21 +189,24 @@ def test_a_changed_source_is_reported_out_of_sync(tmp_path):
     assert out_of_sync(source, NOTEBOOKS / "04_paper.ipynb")
 
 
-@pytest.mark.parametrize("name", ["01_boston", "02_mnist", "04_paper"])
+@pytest.mark.parametrize("name", ALL)
 def test_a_mistyped_notebook_parameter_is_refused_by_name(name):
     import IPython.display
 
     from relnas.config import ConfigError
     from relnas.notebooks import check_parameters, notebook_parameter_values
+    from relnas import ground_truth
     from relnas.plans import profile_results_dir, run_experiment
 
     nb = Path(__file__).resolve().parent.parent / "notebooks" / f"{name}.ipynb"
-    accepted = (profile_results_dir,) if name == "04_paper" else (run_experiment, "config")
+    accepted = {"04_paper": (profile_results_dir,),
+                "03_boston_ground_truth": (run_experiment, ground_truth.run)}.get(
+        name, (run_experiment, "config"))
     namespace = {"In": [], "Out": {}, "_i1": "", "display": IPython.display.display,
                  "IPython": IPython, **notebook_parameter_values(nb)}
     check_parameters(namespace, *accepted)  # every parameter of its parameters cell is read
     source = (nb.parent / "src" / f"{name}.py").read_text()
-    call = "profile_results_dir" if name == "04_paper" else "run_experiment"
+    call = "profile_results_dir" if name == "04_paper" else "run_experiment"  # the first one
     assert f"check_parameters(globals(), {call}" in source
     with pytest.raises(ConfigError, match="unknown notebook parameter 'profil'.*'profile'"):
         check_parameters({**namespace, "profil": "smoke"}, *accepted)
