@@ -205,6 +205,12 @@ def plot_precisions(precisions: Mapping[str, Mapping[str, float]]):
     colour per label. ``precisions``: ``{label: {group: A}}``; a missing group is left blank."""
     groups = list(dict.fromkeys(g for p in precisions.values() for g in p))
     n = len(precisions)
+    if not n:  # a plan without learned A (learned_precision=[False])
+        fig, axes = subplots(1, 1, figsize=(7.0, 1.2))
+        axes[0, 0].text(0.5, 0.5, "no run with learned precisions A in this plan",
+                        ha="center", va="center", transform=axes[0, 0].transAxes)
+        axes[0, 0].axis("off")
+        return fig
     fig, axes = subplots(1, 1, figsize=(7.0, 0.25 * n * len(groups) + 1.2))
     ax, colors = axes[0, 0], label_colors(list(precisions))
     height = 0.8 / n

@@ -90,9 +90,8 @@ SECOND_SPACE: dict[tuple[str, str], dict[str, Any]] = {
 # picks the edges (method.md 1). DARTS rows always use their per-edge softmax.
 RELNAS_SIMPLEX = {"mlp": "vertex", "conv": "edge"}
 # The lambda sweep also runs in these further simplices (rows labelled " per edge"): in the MLP
-# DAG the per-vertex top-1 rule derives a chain of one edge per vertex whatever lambda is, so the
-# per-edge simplex, where an edge is dropped when its zero op wins, is where the size prior can
-# show what it does (method.md 3's prototype).
+# DAG the per-edge simplex drops an edge when its zero op wins (method.md 3's prototype), the
+# per-vertex rule keeps one (edge, op) pair per vertex; both show what the size prior does.
 EXTRA_SWEEP_SIMPLICES = {"mlp": ("edge",), "conv": ()}
 EXPERTS_FOR = {("boston", "mlp"): ("mlp",), ("mnist", "mlp"): ("lenet300", "lenet5"),
                ("mnist", "conv"): ("lenet300", "lenet5"), ("cifar10", "conv"): ("darts_v2", "resnet")}

@@ -274,6 +274,11 @@ def _history(n=5, seeds=(0,)):
     return pd.DataFrame(rows)
 
 
+def test_plot_precisions_of_a_plan_without_learned_a_says_so():
+    fig = diagnostics.plot_precisions({})  # learned_precision=[False]: was a ZeroDivisionError
+    assert "no run with learned precisions" in fig.axes[0].texts[0].get_text()
+
+
 def test_plot_collapse():
     fig = diagnostics.plot_collapse({"DARTS 1st order": _history(),
                                 "relnas-Dirichlet": _history(seeds=(0, 1))})
