@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from relnas import data as rdata
+from relnas import datafiles
 
 ENV_VAR = "RELNAS_DATASETS"
 
@@ -102,7 +103,7 @@ def fingerprint(name: str) -> str:
         return ""
     h = hashlib.sha256()
     for path in entry.files:
-        h.update(Path(path).name.encode() + b"\0" + rdata._digest(Path(path), "sha256").encode())
+        h.update(Path(path).name.encode() + b"\0" + datafiles.digest(Path(path), "sha256").encode())
     return h.hexdigest()[:16]
 
 
@@ -132,7 +133,7 @@ def restore(entries: dict[str, Registered]) -> None:
 # ---------------------------------------------------------------------------- file formats
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """An IDX file (gzip-compressed or raw) of unsigned bytes as an array."""
-    return rdata.parse_idx(Path(path).read_bytes(), str(path))
+    return datafiles.parse_idx(Path(path).read_bytes(), str(path))
 
 
 def read_arrays(source: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -115,8 +115,9 @@ def test_boston_checked_once_per_file_version(monkeypatch, tmp_path):
                     tmp_path / "boston_house_prices.csv")
     monkeypatch.setattr(data, "_PACKAGE_DATA", tmp_path)
     calls = []
-    real_digest = data._digest
-    monkeypatch.setattr(data, "_digest", lambda p, a: calls.append(p) or real_digest(p, a))
+    from relnas import datafiles
+    real_digest = datafiles.digest
+    monkeypatch.setattr(datafiles, "digest", lambda p, a: calls.append(p) or real_digest(p, a))
     data.load("boston")
     data.load("boston", seed=1)
     assert len(calls) == 1
