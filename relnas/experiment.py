@@ -158,8 +158,9 @@ def _exhaustive(cfg, task, device, run_dir, kw):
     (seed ``cfg.seed + 1``), one row each in ``exhaustive.csv``; the metrics are those of the
     best on validation. Resumes architecture by architecture (each is a phase)."""
     from relnas import exhaustive
+    listed = exhaustive.genotypes(search.build_supernet(cfg, task))
     rows, seconds = [], 0.0
-    for i, genotype in enumerate(exhaustive.genotypes(search.build_supernet(cfg, task))):
+    for i, genotype in enumerate(listed):
         runtime.seed_everything(cfg.seed + 1)
         model = runtime.place(train.build_derived(cfg, genotype), device)
         metrics, _, s = train.fit(model, cfg, task, run_dir, f"arch{i}", cfg.retrain_epochs,
@@ -171,8 +172,7 @@ def _exhaustive(cfg, task, device, run_dir, kw):
     store.write_csv(run_dir / exhaustive.ROWS, rows)
     sign = 1 if task.metric == "rmse" else -1
     best = min(rows, key=lambda r: (sign * r["valid_metric"], r["params"]))
-    from relnas.genotype import Genotype
-    genotype = Genotype.from_json(best["genotype"])
+    genotype = listed[best["index"]]
     store.write_json(run_dir / store.GENOTYPE, genotype.to_dict())
     metrics = {"valid_metric": best["valid_metric"], "test_metric": best["test_metric"],
                "params": best["params"], "genotype": genotype.to_dict(),
