@@ -115,7 +115,8 @@ class MixedEdge(nn.Module):
         if cols is None:
             cols = self._index[w.device] = torch.tensor([k for k, _ in self._computed],
                                                         device=w.device)
-        return torch.tensordot(w.index_select(0, cols), torch.stack(outs), 1)
+        stacked = torch.stack(outs)  # bf16 under autocast (relnas.fast): the weights follow
+        return torch.tensordot(w.index_select(0, cols).to(stacked.dtype), stacked, 1)
 
 
 def _check_weights(weights: Mapping[str, torch.Tensor], specs: Mapping[str, ArchSpec]) -> None:

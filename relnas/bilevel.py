@@ -30,63 +30,11 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from relnas.prior import WeightPrior
 from relnas.relax import Architecture
 
 Params = dict[str, Tensor]
 Batch = tuple[Tensor, Tensor]
-
-
-class WeightPrior(nn.Module):
-    """Gaussian prior ``W_g ~ N(0, A_g^{-1} I)`` per group ``g``, parameterized by ``log A``.
-
-    ``groups``: group name -> parameter names (``net.weight_groups()``); ``precision``: initial
-    A, one number or one per group; ``learned``: whether ``log A`` takes gradients (else it is a
-    fixed weight decay).
-    """
-
-    def __init__(self, groups: Mapping[str, Sequence[str]], *,
-                 precision: float | Mapping[str, float], learned: bool = False):
-        super().__init__()
-        self.groups = {g: tuple(names) for g, names in groups.items()}
-        init = [precision[g] if isinstance(precision, Mapping) else precision for g in self.groups]
-        if any(a <= 0 for a in init):
-            raise ValueError(f"precisions must be > 0, got {init}")
-        self.learned = learned
-        log_a = torch.tensor(init, dtype=torch.float64).log().to(torch.get_default_dtype())
-        self.log_precision = nn.Parameter(log_a, requires_grad=learned)
-        self._names = [n for names in self.groups.values() for n in names]
-        self._sizes: tuple[list[int], Tensor] | None = None  # elements per group (int, tensor)
-
-    @classmethod
-    def from_weight_decay(cls, groups: Mapping[str, Sequence[str]], *, weight_decay: float,
-                          n_train: int, learned: bool = False) -> "WeightPrior":
-        """The prior equal to SGD weight decay ``weight_decay``: ``A = weight_decay * n_train``."""
-        return cls(groups, precision=weight_decay * n_train, learned=learned)
-
-    def penalty(self, params: Mapping[str, Tensor]) -> Tensor:
-        """``-log p(W | A) = sum_g (A_g/2) ||W_g||^2 - (n_g/2) log A_g`` (+ const), functional
-        in ``params`` (parameter name -> tensor), not divided by n_train."""
-        log_a = self.log_precision
-        if not self._names:
-            return log_a.new_zeros(())
-        # one concatenation, then one sum per group (a group's parameters are consecutive)
-        flat = torch.cat([params[n].reshape(-1) for n in self._names])
-        counts, size = self._group_sizes(params)
-        sq = torch.stack([chunk.sum() for chunk in flat.square().split(counts)])
-        return (0.5 * log_a.exp() * sq.to(log_a.dtype) - 0.5 * size * log_a).sum()
-
-    def _group_sizes(self, params: Mapping[str, Tensor]) -> tuple[list[int], Tensor]:
-        """Elements per group, as ints and as a tensor beside ``log A`` (built once; the shapes
-        of a net do not change)."""
-        log_a = self.log_precision
-        if self._sizes is None or self._sizes[1].device != log_a.device \
-                or self._sizes[1].dtype != log_a.dtype:
-            counts = [sum(params[n].numel() for n in names) for names in self.groups.values()]
-            self._sizes = (counts, torch.tensor(counts, dtype=log_a.dtype, device=log_a.device))
-        return self._sizes
-
-    def precisions(self) -> dict[str, float]:
-        return {g: float(a) for g, a in zip(self.groups, self.log_precision.detach().exp())}
 
 
 def _norm(tensors: Sequence[Tensor]) -> Tensor:
@@ -100,15 +48,21 @@ def _grads(loss: Tensor, wrt: Sequence[Tensor], **kwargs) -> list[Tensor]:
 
 
 def mixed_product_finite(loss_at: Callable[[Params], Tensor], weights: Params, vector: Params,
-                         wrt: Sequence[Tensor], *, fd_eps: float = 0.01) -> list[Tensor]:
+                         wrt: Sequence[Tensor], *, fd_eps: float = 0.01,
+                         sync: bool = True) -> list[Tensor]:
     """``[d^2 L / d wrt dW] v`` by central differences (DARTS eq. 8):
 
     ``[dL/dwrt(W + eps v) - dL/dwrt(W - eps v)] / (2 eps)``, ``eps = fd_eps / ||v||``.
-    ``loss_at(W)`` is the training loss at weights ``W`` (name -> tensor).
+    ``loss_at(W)`` is the training loss at weights ``W`` (name -> tensor). ``sync=False``
+    keeps ``eps`` on the device (no host round trip; ``v = 0`` then gives 0 all the same).
     """
-    norm = float(_norm(list(vector.values())))
-    if norm == 0.0:
-        return [torch.zeros_like(t) for t in wrt]
+    norm = _norm(list(vector.values()))
+    if sync:
+        norm = float(norm)
+        if norm == 0.0:
+            return [torch.zeros_like(t) for t in wrt]
+    else:
+        norm = norm.clamp_min(torch.finfo(norm.dtype).tiny)
     eps = fd_eps / norm
     with torch.no_grad():
         plus = {n: w + eps * vector[n] for n, w in weights.items()}
@@ -140,6 +94,9 @@ class BilevelOptimizer:
     (DARTS 0.01) act in the second order only. ``hard``: straight-through samples of Gamma.
     ``lam``: structural prior strength; with ``lam = 0`` R is never evaluated (nor reported).
     ``n_valid``: size of the validation split; the prior enters Q as ``lam / n_valid * R``.
+    ``sync``: False keeps the step free of host synchronization (the GPU path, relnas.fast): the
+    numbers it reports stay 0-d tensors on the device and no update is skipped on a non-finite
+    number; the caller checks them once per epoch (``relnas.train.train_one_epoch``).
     """
 
     def __init__(self, net: nn.Module, arch: Architecture, prior: WeightPrior,
@@ -148,13 +105,13 @@ class BilevelOptimizer:
                  arch_lr: float = 3e-4, arch_betas: tuple[float, float] = (0.5, 0.999),
                  arch_weight_decay: float = 1e-3, precision_lr: float = 1e-2, lam: float = 0.0,
                  order: int = 1, hvp: str = "finite", xi: float | None = None,
-                 hard: bool = False, fd_eps: float = 0.01, n_valid: int = 1):
+                 hard: bool = False, fd_eps: float = 0.01, n_valid: int = 1, sync: bool = True):
         _check_options(net, arch, prior, n_train=n_train, lam=lam, order=order, hvp=hvp, xi=xi)
         self.net, self.arch, self.prior, self.loss_fn = net, arch, prior, loss_fn
         if n_valid < 1:
             raise ValueError(f"n_valid must be >= 1, got {n_valid}")
         self.n_train, self.w_grad_clip, self.lam = n_train, w_grad_clip, lam
-        self.n_valid = n_valid
+        self.n_valid, self.sync = n_valid, sync
         self.order, self.hvp, self.xi, self.hard, self.fd_eps = order, hvp, xi, hard, fd_eps
         # foreach: one multi-tensor kernel per update instead of a Python loop over tensors
         self.w_optimizer = torch.optim.SGD(net.parameters(), lr=w_lr, momentum=w_momentum,
@@ -162,7 +119,10 @@ class BilevelOptimizer:
         groups = [{"params": list(arch.parameters()), "weight_decay": arch_weight_decay}]
         if prior.learned:
             groups.append({"params": [prior.log_precision], "lr": precision_lr, "weight_decay": 0.0})
-        self.arch_optimizer = torch.optim.Adam(groups, lr=arch_lr, betas=arch_betas, foreach=True)
+        # capturable: Adam's step count stays on the device (no .item() per step) without sync
+        capturable = not sync and next(arch.parameters()).is_cuda
+        self.arch_optimizer = torch.optim.Adam(groups, lr=arch_lr, betas=arch_betas, foreach=True,
+                                               capturable=capturable)
         self._outer = list(arch.parameters()) + ([prior.log_precision] if prior.learned else [])
         self._has_buffers = any(True for _ in net.buffers())
 
@@ -204,13 +164,13 @@ class BilevelOptimizer:
         else:
             nll, d_gamma, d_log_a = self._unrolled(weights, train_batch, valid_batch, gamma)
         surrogate = sum((sample[k] * d).sum() for k, d in zip(gamma, d_gamma))
-        stats = {"loss_valid": float(nll.detach())}
+        stats = {"loss_valid": self._number(nll)}
         if self.lam != 0.0:  # lam = 0: R is never evaluated, so it cannot leak in (e.g. 0 * inf)
             reg = self.arch.regularizer(sample)
             surrogate = surrogate + (self.lam / self.n_valid) * reg
-            stats["reg"] = float(reg.detach())
+            stats["reg"] = self._number(reg)
         grads = _grads(surrogate, list(self.arch.parameters())) + d_log_a
-        stats["hypergrad_norm"] = float(_norm(grads))
+        stats["hypergrad_norm"] = self._number(_norm(grads))
         return grads, stats
 
     def _unrolled(self, weights: Params, train_batch: Batch, valid_batch: Batch, gamma):
@@ -228,7 +188,8 @@ class BilevelOptimizer:
         if self.hvp == "exact":
             mixed = mixed_product_exact(loss_at, weights, v, wrt)
         else:
-            mixed = mixed_product_finite(loss_at, weights, v, wrt, fd_eps=self.fd_eps)
+            mixed = mixed_product_finite(loss_at, weights, v, wrt, fd_eps=self.fd_eps,
+                                         sync=self.sync)
         d_gamma = [d - xi * m for d, m in zip(direct[len(unrolled):], mixed)]
         return nll, d_gamma, [-xi * m for m in mixed[len(gamma):]]
 
@@ -254,7 +215,7 @@ class BilevelOptimizer:
         guard to stop on.
         """
         grads, stats = self._hypergradient(train_batch, valid_batch, temperature)
-        if not _finite(stats):
+        if self.sync and not _finite(stats):
             return stats
         for p, g in zip(self._outer, grads):
             p.grad = g
@@ -271,11 +232,15 @@ class BilevelOptimizer:
         for p, g in zip(params.values(), w_grads):
             p.grad = g
         norm = nn.utils.clip_grad_norm_(list(params.values()), clip)
-        stats.update(loss_train=float(nll.detach()), penalty=float(penalty.detach()),
-                     grad_norm=float(norm))
-        if _finite(stats):
+        stats.update(loss_train=self._number(nll), penalty=self._number(penalty),
+                     grad_norm=self._number(norm))
+        if not self.sync or _finite(stats):
             self.w_optimizer.step()
         return stats
+
+    def _number(self, value: Tensor) -> float | Tensor:
+        """A reported number: a float, or without ``sync`` a detached 0-d tensor (no host sync)."""
+        return float(value.detach()) if self.sync else value.detach()
 
 
 def _detached(tensors: Mapping[str, Tensor]) -> Params:

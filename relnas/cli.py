@@ -74,7 +74,8 @@ def _input_error(message: str) -> None:
     raise SystemExit(2)
 
 
-EXPERIMENT_NOTEBOOKS = ("notebooks/01_boston.ipynb", "notebooks/02_mnist.ipynb")  # in the repo
+EXPERIMENT_NOTEBOOKS = ("notebooks/01_boston.ipynb", "notebooks/02_mnist.ipynb",  # in the repo
+                        "notebooks/03_cifar10.ipynb")
 # notebook parameters that steer the execution, not which runs exist
 EXECUTION_PARAMETERS = ("progress", "workers", "recompute")
 

@@ -7,7 +7,6 @@ named field with its source in a comment.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import types
@@ -15,9 +14,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from relnas.rules import EXPERTS, ConfigError, check_cross, suggest as _suggest  # noqa: F401 (API)
+
 DATASETS = ("boston", "mnist", "cifar10")
 METHODS = ("expert", "random", "prune", "search", "exhaustive")
-EXPERTS = {"boston": ("mlp",), "mnist": ("lenet300", "lenet5"), "cifar10": ("darts_v2", "resnet")}
 SPACES = ("mlp", "conv")
 RELAXATIONS = ("softmax", "gumbel", "dirichlet")
 
@@ -47,7 +47,8 @@ def _range(lo: float | None = None, *, gt: bool = False, hi: float | None = None
 # its hash, the run folder's name) while they hold their default, so that adding a field keeps
 # every stored run. Never change the default of a field listed here: stored runs would be reused
 # for the new default.
-OPTIONAL_FIELDS = ("search_subset", "precision_update", "readout", "data_fingerprint")
+OPTIONAL_FIELDS = ("search_subset", "precision_update", "readout", "data_fingerprint", "augment",
+                   "amp", "channels_last", "compile", "resident")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,12 @@ class Config:
     valid_fraction: float = field(default=0.0, metadata=_range(0.0, hi=0.9))  # 0 = dataset default
     batch_size: int = field(default=64, metadata=_range(1))       # DARTS search batch 64
     search_subset: int = field(default=0, metadata=_range(0))     # 0 = search on all of train/valid
+    # images, search and retrain: "crop_flip" = DARTS' random 32x32 crop of the 4-padded image and
+    # horizontal flip, drawn on the data's device (relnas.augment)
+    augment: str = field(default="none", metadata=_choice("none", "crop_flip"))
+    # how built-in images stay in memory (on the run's device): normalized "float32", or raw
+    # "uint8" (a quarter of the bytes), normalized batch by batch (relnas.train.Task.inputs)
+    resident: str = field(default="float32", metadata=_choice("float32", "uint8"))
     # --- search space ---
     n_hidden: int = field(default=3, metadata=_range(1))          # MLP DAG hidden vertices
     width: int = field(default=50, metadata=_range(1))            # MLP vertex width (expert: 50)
@@ -139,6 +146,11 @@ class Config:
     # --- execution ---
     device: str = "cpu"                                           # cpu | cuda | cuda:N | auto
     deterministic: bool = True
+    # the fast path (relnas.fast): bf16 autocast, channels_last conv weights and activations,
+    # torch.compile of the forward; each tested against the plain path on the CPU
+    amp: str = field(default="none", metadata=_choice("none", "bf16"))
+    channels_last: bool = False
+    compile: bool = False
     threads: int = field(default=2, metadata=_range(1, hi=256))  # 1e5 threads segfault torch
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,10 +172,6 @@ class Config:
     @property
     def op_names(self) -> tuple[str, ...]:
         return tuple(self.ops) or default_ops(self.space)
-
-
-class ConfigError(ValueError):
-    """A config value is wrong; the message names the parameter and what is allowed."""
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -220,88 +228,6 @@ def _check_field(name: str, value: Any) -> None:
         raise ConfigError(f"{name}={value!r} must be <= {hi}")
 
 
-def _suggest(word: Any, options) -> str:
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _check_cross(cfg: Config) -> None:
-    kind = _like(cfg.dataset)
-    experts = EXPERTS[kind]
-    if cfg.method in ("expert", "prune") and cfg.expert not in experts:
-        raise ConfigError(f"expert={cfg.expert!r} is not an expert model for {cfg.dataset}; "
-                          f"allowed: {', '.join(experts)}" + _suggest(cfg.expert, experts))
-    if cfg.method == "exhaustive" and cfg.space != "mlp":
-        raise ConfigError("method='exhaustive' lists MLP DAG spaces only (space='mlp')")
-    if cfg.method == "prune" and cfg.param_budget <= 0:
-        raise ConfigError("method='prune' needs param_budget > 0: the parameter count to prune "
-                          "the expert model to (the derived model's count)")
-    if kind == "boston" and cfg.space != "mlp":
-        raise ConfigError(f"space='conv' needs image data; {cfg.dataset} allows space='mlp' only")
-    allowed_ops = tuple(_registry(cfg.space))
-    for op in cfg.ops:
-        if op not in allowed_ops:
-            raise ConfigError(f"ops: unknown op {op!r} for space={cfg.space!r}; allowed: "
-                              + ", ".join(allowed_ops) + _suggest(op, allowed_ops))
-    if cfg.ops and len(set(cfg.ops)) != len(cfg.ops):
-        raise ConfigError(f"ops has duplicates: {list(cfg.ops)}")
-    if cfg.ops and all(op in ("zero", "none") for op in cfg.ops):
-        raise ConfigError("ops must contain at least one op besides zero/none")
-    max_k = min(2, cfg.n_nodes + 1) if cfg.space == "conv" else cfg.n_hidden
-    if cfg.keep_mass > 0 and cfg.simplex != "vertex":
-        raise ConfigError(f"keep_mass={cfg.keep_mass} is a per-vertex rule; it needs "
-                          "simplex='vertex'")
-    if cfg.top_k > max_k and cfg.simplex == "edge":
-        raise ConfigError(f"top_k={cfg.top_k} is larger than the in-degree of a vertex in this "
-                          f"space ({max_k}); use 0 (space default) to {max_k}")
-    if cfg.learned_precision and cfg.order != 2 and cfg.precision_update == "hypergradient":
-        raise ConfigError("learned_precision=True needs order=2: the validation loss depends on "
-                          "the precisions A only through the unrolled weights W' (method.md 2); "
-                          "or precision_update='evidence'")
-    if cfg.precision_update == "evidence" and not cfg.learned_precision:
-        raise ConfigError("precision_update='evidence' moves learned precisions; it needs "
-                          "learned_precision=True")
-    if cfg.order == 2 and cfg.xi == 0:
-        raise ConfigError("order=2 with xi=0 is the first-order method; use order=1 or xi > 0")
-    if cfg.xi is not None and cfg.xi < 0:
-        raise ConfigError(f"xi={cfg.xi} must be >= 0 (or None for the inner learning rate)")
-    if cfg.order == 2 and cfg.method != "search":
-        raise ConfigError(f"order=2 applies to method='search' only, not method={cfg.method!r}")
-    if cfg.tau_end > cfg.tau_start:
-        raise ConfigError(f"tau_end={cfg.tau_end} must be <= tau_start={cfg.tau_start}")
-    if cfg.w_lr_min > cfg.w_lr:
-        raise ConfigError(f"w_lr_min={cfg.w_lr_min} must be <= w_lr={cfg.w_lr}")
-    if cfg.lam > 0 and cfg.relaxation == "softmax":
-        raise ConfigError(f"lam={cfg.lam} needs a relaxation with a structural prior "
-                          "('dirichlet' or 'gumbel'); softmax (DARTS) has none, use lam=0")
-    if cfg.xi is not None and cfg.order == 1:
-        raise ConfigError(f"xi={cfg.xi} is the unrolled step size of order=2; order=1 uses xi=0")
-    if cfg.cutout > 0 and kind == "boston":
-        raise ConfigError(f"cutout={cfg.cutout} needs image data; {cfg.dataset} has tabular "
-                          "features")
-    darts_net = (cfg.method in ("search", "random") and cfg.space == "conv") or \
-        (cfg.method in ("expert", "prune") and cfg.expert == "darts_v2")
-    for name in ("drop_path", "auxiliary_weight"):
-        if getattr(cfg, name) > 0 and not darts_net:
-            raise ConfigError(f"{name}={getattr(cfg, name)} applies to DARTS cell networks only "
-                              "(space='conv' searches, or expert='darts_v2'); set it to 0")
-    if cfg.hard and cfg.relaxation != "gumbel":
-        raise ConfigError(f"hard=True is straight-through Gumbel; relaxation={cfg.relaxation!r}")
-    from relnas.devices import device_problem
-    if (problem := device_problem(cfg.device)) is not None:
-        raise ConfigError(problem)
-
-
-def _like(dataset: str) -> str:
-    """The built-in dataset ``dataset`` is or borrows from; ConfigError for an unknown name."""
-    from relnas import datasets
-    if dataset not in (names := datasets.names()):
-        raise ConfigError(f"dataset={dataset!r} is not allowed; allowed values: "
-                          + ", ".join(map(repr, names)) + _suggest(dataset, names)
-                          + " (or register your own: relnas.datasets.register)")
-    return datasets.like(dataset)
-
-
 def make_config(**values: Any) -> Config:
     """Build a validated :class:`Config`; unknown keys are refused with the closest valid name.
     A registered dataset gets its files' ``data_fingerprint`` unless a stored one is given."""
@@ -313,7 +239,7 @@ def make_config(**values: Any) -> Config:
     for key, value in coerced.items():
         _check_field(key, value)
     cfg = Config(**coerced)
-    _check_cross(cfg)
+    check_cross(cfg, _registry(cfg.space))
     if not cfg.data_fingerprint and cfg.dataset not in DATASETS:
         from relnas import datasets
         cfg = dataclasses.replace(cfg, data_fingerprint=datasets.fingerprint(cfg.dataset))

@@ -96,13 +96,27 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
 
 def _images(x: np.ndarray, idx: torch.Tensor | None, mean, std, device, dtype) -> torch.Tensor:
-    """uint8 NCHW -> float, [0, 1], normalized per channel; converted on ``device``."""
+    """uint8 NCHW -> float, [0, 1], normalized per channel; converted on ``device``. ``dtype``
+    uint8: the raw images (``normalize`` then makes each batch what this would have made)."""
     t = torch.from_numpy(np.ascontiguousarray(x))
     t = (t if idx is None else t[idx]).to(device)
+    if dtype == torch.uint8:
+        return t.contiguous()
+    return normalize(t, *channel_stats(mean, std, dtype, device)).contiguous()
+
+
+def channel_stats(mean, std, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std as (1, C, 1, 1) tensors on ``device`` (made once per run: a
+    copy to a GPU inside a step would wait for it)."""
     shape = (1, -1, 1, 1)
-    m = torch.tensor(mean, dtype=dtype, device=device).view(shape)
-    s = torch.tensor(std, dtype=dtype, device=device).view(shape)
-    return t.to(dtype).div_(255).sub_(m).div_(s).contiguous()  # in place: CIFAR is large
+    return (torch.tensor(mean, dtype=dtype, device=device).view(shape),
+            torch.tensor(std, dtype=dtype, device=device).view(shape))
+
+
+def normalize(t: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Raw uint8 images -> ``(t / 255 - m) / s`` in ``m``'s dtype: the same operations in the
+    same order as the float copy of ``load`` makes, so the same bits."""
+    return t.to(m.dtype).div_(255).sub_(m).div_(s)  # in place: CIFAR is large
 
 
 def _n_valid(n: int, valid_fraction: float, n_other: int = 0) -> int:

@@ -139,6 +139,17 @@ def mnist_arrays(root: Path, where: str, download: bool) -> tuple[np.ndarray, ..
     return x_tr[:, None], y_tr, x_te[:, None], y_te  # add the channel axis: NCHW
 
 
+def require_all(root: Path, rels: list[str], where: str, *, hint: str) -> None:
+    """DataNotFoundError naming every one of ``rels`` missing under ``root`` (a partial copy
+    says what it lacks at once, not one file per attempt)."""
+    missing = [rel for rel in rels if not (root / rel).is_file()]
+    if missing:
+        found = len(rels) - len(missing)
+        raise DataNotFoundError(
+            f"data file{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} not "
+            f"found ({found} of {len(rels)} present): looked in {root} (from {where}). {hint}")
+
+
 def cifar10_arrays(root: Path, where: str, download: bool) -> tuple[np.ndarray, ...]:
     """(x_train NCHW, y_train, x_test NCHW, y_test, exact, source) from either layout."""
     npz = [f"cifar10/cifar10_train_part{k}.npz" for k in range(1, 6)] + ["cifar10/cifar10_test.npz"]
@@ -148,7 +159,9 @@ def cifar10_arrays(root: Path, where: str, download: bool) -> tuple[np.ndarray, 
         torchvision.datasets.CIFAR10(str(root), train=True, download=True)
     if (root / "cifar-10-batches-py").is_dir():
         batches_ = []
-        for rel in [f"cifar-10-batches-py/data_batch_{k}" for k in range(1, 6)] + ["cifar-10-batches-py/test_batch"]:
+        pickles = [f"cifar-10-batches-py/data_batch_{k}" for k in range(1, 6)] + ["cifar-10-batches-py/test_batch"]
+        require_all(root, pickles, where, hint=missing_hint("CIFAR-10"))
+        for rel in pickles:
             path = checked(root, rel, where, hint=missing_hint("CIFAR-10"))
             with open(path, "rb") as fh:  # a pickle, but only after its MD5 matched the table
                 d = pickle.load(fh, encoding="bytes")
@@ -160,6 +173,7 @@ def cifar10_arrays(root: Path, where: str, download: bool) -> tuple[np.ndarray, 
         exact = np.ones(len(y_te), dtype=bool)
         return x_tr, y_tr, x_te, y_te, exact, f"CIFAR-10 python pickles in {root / 'cifar-10-batches-py'}"
     hint = missing_hint("CIFAR-10")
+    require_all(root, npz, where, hint=hint)
     xs, ys = [], []
     for rel in npz[:5]:
         with np.load(checked(root, rel, where, hint=hint)) as part:

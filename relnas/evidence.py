@@ -21,7 +21,7 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from relnas.bilevel import WeightPrior
+from relnas.prior import WeightPrior
 
 LOG_A_RANGE = (math.log(1e-6), math.log(1e6))  # keeps A finite when a group reaches 0
 

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from relnas import nets, runtime, search, store, train
+from relnas import fast, nets, runtime, search, store, train
 from relnas.config import Config, ConfigError, make_config
 
 
@@ -95,10 +95,11 @@ def compute(cfg: Config, run_dir: Path, *, progress: bool = False,
 
 
 def _expert(cfg, task, device, run_dir, kw):
-    model = runtime.place(_expert_model(cfg, task), device)
+    model = fast.prepare(_expert_model(cfg, task), cfg, device)
     metrics, history, seconds = train.fit(model, cfg, task, run_dir, "retrain",
                                           cfg.retrain_epochs, **kw)
     metrics["params"] = nets.count_parameters(model)
+    metrics["flops"] = nets.count_flops(model, task.splits.in_shape)
     return metrics, history, (0.0, seconds)
 
 
@@ -111,10 +112,11 @@ def _expert_model(cfg: Config, task: train.Task) -> nn.Module:
 def _retrain(cfg, task, device, run_dir, genotype, kw):
     store.write_json(run_dir / store.GENOTYPE, genotype.to_dict())
     runtime.seed_everything(cfg.seed + 1)
-    model = runtime.place(train.build_derived(cfg, genotype), device)
+    model = fast.prepare(train.build_derived(cfg, genotype), cfg, device)
     metrics, history, seconds = train.fit(model, cfg, task, run_dir, "retrain",
                                           cfg.retrain_epochs, **kw)
     metrics["params"] = nets.count_parameters(model)
+    metrics["flops"] = nets.count_flops(model, task.splits.in_shape)
     metrics["genotype"] = genotype.to_dict()
     return metrics, history, seconds
 
@@ -136,11 +138,9 @@ def _random(cfg, task, device, run_dir, kw):
     budget = max(1, cfg.epochs // cfg.random_samples)
     best, history, search_s = None, [], 0.0
     for i in range(cfg.random_samples):
-        weights = {k: torch.rand(s.n_edges, s.n_ops, generator=generator) * s.mask_tensor(torch.float32)
-                   for k, s in specs.items()}
-        genotype = search.discretize(cfg, supernet, weights)
+        genotype = _random_genotype(cfg, supernet, specs, generator)
         runtime.seed_everything(cfg.seed + 100 + i)
-        model = runtime.place(train.build_derived(cfg, genotype), device)
+        model = fast.prepare(train.build_derived(cfg, genotype), cfg, device)
         metrics, rows, seconds = train.fit(model, cfg, task, run_dir, f"random{i}", budget,
                                            checkpoint_interval=kw["checkpoint_interval"],
                                            test=False, train=task.search_split("train"))
@@ -153,6 +153,28 @@ def _random(cfg, task, device, run_dir, kw):
     return metrics, history + retrain_history, (search_s, retrain_s)
 
 
+# Random draws a matched-size random search in a conv cell tries before it gives up
+BUDGET_DRAWS = 1000
+
+
+def _random_genotype(cfg, supernet, specs, generator):
+    """One random architecture: uniform random structure weights, discretized. A conv cell's
+    size is set by its ops, not by dropping edges (which cannot go below the stem and head): with
+    a ``param_budget`` it is the first draw within the budget (rejection sampling)."""
+    def draw():
+        return {k: torch.rand(s.n_edges, s.n_ops, generator=generator) * s.mask_tensor(torch.float32)
+                for k, s in specs.items()}
+    if cfg.space != "conv" or cfg.param_budget <= 0:
+        return search.discretize(cfg, supernet, draw())
+    unbudgeted = cfg.replace(param_budget=0)
+    for _ in range(BUDGET_DRAWS):
+        genotype = search.discretize(unbudgeted, supernet, draw())
+        if nets.count_parameters(train.build_derived(cfg, genotype)) <= cfg.param_budget:
+            return genotype
+    raise ValueError(f"no random cell of at most {cfg.param_budget} parameters in "
+                     f"{BUDGET_DRAWS} draws")
+
+
 def _exhaustive(cfg, task, device, run_dir, kw):
     """Every architecture of the space (``relnas.exhaustive``), each retrained as a derived net
     (seed ``cfg.seed + 1``), one row each in ``exhaustive.csv``; the metrics are those of the
@@ -162,7 +184,7 @@ def _exhaustive(cfg, task, device, run_dir, kw):
     rows, seconds = [], 0.0
     for i, genotype in enumerate(listed):
         runtime.seed_everything(cfg.seed + 1)
-        model = runtime.place(train.build_derived(cfg, genotype), device)
+        model = fast.prepare(train.build_derived(cfg, genotype), cfg, device)
         metrics, _, s = train.fit(model, cfg, task, run_dir, f"arch{i}", cfg.retrain_epochs,
                                   checkpoint_interval=kw["checkpoint_interval"])
         seconds += s
@@ -197,7 +219,7 @@ def magnitude_masks(model: nn.Module, keep: int) -> dict[str, torch.Tensor]:
 
 
 def _prune(cfg, task, device, run_dir, kw):
-    model = runtime.place(_expert_model(cfg, task), device)
+    model = fast.prepare(_expert_model(cfg, task), cfg, device)
     _, history, train_s = train.fit(model, cfg, task, run_dir, "train", cfg.retrain_epochs,
                                     test=False, **kw)
     start = time.perf_counter()
@@ -210,4 +232,5 @@ def _prune(cfg, task, device, run_dir, kw):
                                               max(1, cfg.retrain_epochs // 4), masks=masks, **kw)
     metrics["params"] = int(sum(int((p != 0).sum()) for p in model.parameters()))
     metrics["params_dense"] = nets.count_parameters(model)
+    metrics["flops"] = nets.count_flops(model, task.splits.in_shape)  # dense: zeros still count
     return metrics, history + tune_history, (0.0, train_s + prune_s + tune_s)

@@ -8,6 +8,8 @@
   conv 50 5x5, pool, 500, 10) used by Han et al. 2015 and the sparse variational dropout paper
   (431k parameters); ``darts_v2``: the published DARTS_V2 cell (Liu et al. 2019), built as a
   retrain network; ``resnet``: a ResNet-20-style network (He et al. 2016) for CIFAR-10.
+- ``count_parameters`` / ``count_flops`` (the paper's size criterion and FLOPs per image), and
+  ``recalibrate_batchnorm`` (precise BatchNorm statistics after a retraining).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from relnas import ops
+from relnas.data import batches
 from relnas.genotype import Genotype, KeptEdge
 from relnas.space import preprocess, reduction_layers, stem
 
@@ -27,6 +30,23 @@ def count_parameters(module: nn.Module) -> int:
     once). The DARTS auxiliary head only serves training, so it is not counted (as in DARTS)."""
     return sum(p.numel() for name, p in module.named_parameters()
                if not name.startswith("auxiliary_head."))
+
+
+def count_flops(model: nn.Module, in_shape: tuple[int, ...]) -> int:
+    """Floating-point operations of one forward pass of one example in eval mode, as torch's
+    ``FlopCounterMode`` counts them: convolutions and matrix products, a multiply-add = 2
+    (elementwise ops, pooling and BatchNorm are not counted). The model's mode is restored;
+    ``forward`` is called directly, past a ``torch.compile`` of the module's call."""
+    from torch.utils.flop_counter import FlopCounterMode
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model.forward(torch.zeros((1, *in_shape), dtype=param.dtype, device=param.device))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
 
 
 def _check_computable(edges: Sequence[KeptEdge], inputs: set[int]) -> None:
@@ -264,3 +284,37 @@ def build_expert(name: str, in_shape: tuple[int, ...], out_dim: int, **conv_opti
     if name == "resnet":
         return ResNet(in_shape[0], out_dim)
     raise ValueError(f"unknown expert model {name!r}; allowed: mlp, lenet300, lenet5, darts_v2, resnet")
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                          batch_size: int) -> int:
+    """Precise BatchNorm statistics (pycls' PreciseBN; Wu & Johnson 2021): reset the running
+    mean and variance of every BatchNorm layer and set them to the average of the batch
+    statistics over ``x`` (in order, batches of ``batch_size``), with the weights fixed.
+
+    The moving average of training lags behind weights that move fast (short trainings).
+    Drop-path is off during the pass; the model is left in eval mode. Returns the layer count.
+    """
+    layers = [m for m in model.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not layers:
+        return 0
+    momenta = [m.momentum for m in layers]
+    drop = getattr(model, "drop_path_prob", None)
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches of this pass
+    try:
+        if drop is not None:
+            model.drop_path_prob = 0.0
+        model.train()
+        for xb, _ in batches(x, y, batch_size, shuffle=False):
+            model(xb)
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+        if drop is not None:
+            model.drop_path_prob = drop
+        model.eval()
+    return len(layers)

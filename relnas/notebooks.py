@@ -141,9 +141,11 @@ def notebook_dataset(path: str | os.PathLike) -> str | None:
 
 
 def execute(path: str | os.PathLike, output: str | os.PathLike | None = None,
-            parameters: Mapping[str, Any] | None = None, *, timeout: int = 1800,
+            parameters: Mapping[str, Any] | None = None, *, timeout: int | None = None,
             log_output: bool = True) -> float:
     """Run ``path`` through papermill into ``output`` (default: in place). Returns seconds taken.
+    ``timeout``: seconds a cell may run (None: no limit, as a run from empty results takes what
+    it takes).
 
     ``parameters`` that the notebook does not declare are dropped (one set of parameters can
     serve several notebooks, e.g. ``recompute``).

@@ -16,6 +16,9 @@ from relnas.config import Config, ConfigError
 EXPERT_NAMES = {"mlp": "MLP 13-50-50-1", "lenet300": "LeNet-300-100", "lenet5": "LeNet-5",
                 "darts_v2": "DARTS_V2 cell", "resnet": "ResNet-20"}
 
+# The small conv cell of the CPU profiles (MNIST's second space, CIFAR-10's smoke and cpu): 4
+# of the DARTS ops, one of them with weights
+CELL_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 # Profiles: the fields that differ from relnas.config.Config per dataset and scale.
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "boston": {
@@ -65,12 +68,46 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                       retrain_layers=8, retrain_lr=0.025, cutout=0, drop_path=0.1,
                       auxiliary_weight=0.4, random_samples=4, threads=4, device="cuda"),
     },
+    "cifar10": {
+        # A few seconds on a CPU: the notebook's stored outputs for nbval.
+        "smoke": dict(space="conv", subset=64, C=4, layers=3, n_nodes=1, stem_stride=2,
+                      ops=CELL_OPS, batch_size=32, epochs=1, arch_lr=0.05, retrain_C=4,
+                      retrain_layers=3, retrain_epochs=1, retrain_batch=64,
+                      retrain_optimizer="adam", retrain_lr=1e-3, random_samples=2, threads=1),
+        # The honest small run of the whole protocol on 2 CPU cores (about 30 minutes from empty
+        # results with 3 seeds, BENCHMARKS.md): a small cell (stem stride 2, so 16 x 16 cells,
+        # C=8, 3 cells of 2 nodes, 4 DARTS ops; 0.38 s per first-order step of 64 here) searched
+        # on 2,000 + 2,000 images for 4 epochs (128 structure steps at arch_lr 0.05), every
+        # derived and expert net retrained on 4,000 images for 4 epochs, crop + flip as DARTS.
+        # Its accuracies are those of minutes of CPU training, far below the published ones.
+        "cpu": dict(space="conv", augment="crop_flip", subset=4000, search_subset=2000, C=8,
+                    layers=3, n_nodes=2, stem_stride=2, ops=CELL_OPS, batch_size=64,
+                    epochs=4, w_lr=0.05, w_lr_min=0.005, arch_lr=0.05, retrain_C=16,
+                    retrain_layers=3, retrain_epochs=4, retrain_batch=64,
+                    retrain_optimizer="adam", retrain_lr=3e-3, retrain_weight_decay=1e-4,
+                    random_samples=2, threads=1),
+        # One GPU, search + retrain + test in about 8 minutes (aim: >= 93 %): the DARTS space at
+        # 5 cells on 10,000 + 10,000 images, the fast path (bf16, channels_last); retrain 8 cells
+        # of 36 channels for 30 epochs at batch 256 with cutout. Sized by estimate, not yet
+        # measured on a GPU (benchmarks/gpu_check.sh measures it). Images resident as uint8.
+        "quick": dict(space="conv", augment="crop_flip", search_subset=10000, C=16, layers=5,
+                      batch_size=128, epochs=10, arch_lr=3e-3, retrain_C=36, retrain_layers=8,
+                      retrain_epochs=30, retrain_batch=256, retrain_lr=0.1, cutout=16,
+                      drop_path=0.1, auxiliary_weight=0.4, amp="bf16", channels_last=True,
+                      resident="uint8", random_samples=2, threads=4, device="cuda"),
+        # The DARTS CIFAR-10 protocol of method.md 5 (days of GPU time per seed; resumable
+        # epoch by epoch): 8 cells of 16 channels searched 50 epochs on 25k + 25k, retrain 20
+        # cells of 36 channels for 600 epochs, cutout 16, drop-path 0.2, auxiliary 0.4.
+        "paper": dict(space="conv", augment="crop_flip", C=16, layers=8, batch_size=64,
+                      epochs=50, retrain_C=36, retrain_layers=20, retrain_epochs=600,
+                      retrain_batch=96, cutout=16, drop_path=0.2, auxiliary_weight=0.4,
+                      resident="uint8", random_samples=4, threads=4, device="cuda"),
+    },
 }
 # A second search space a profile also runs, beside its main one: a small DARTS-style conv cell
 # on MNIST. Each of its searches costs more than an MLP search on 2 CPU cores, so it runs fewer
 # methods: DARTS first order and relnas (fixed A, first order) per prior, at one lambda ("lam"),
 # no random search and no pruning (the pruning budget comes from the main space).
-CELL_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 SECOND_SPACE: dict[tuple[str, str], dict[str, Any]] = {
     # stem stride 2 (14x14 cells), C=8, 3 cells (normal, reduce, reduce), 2 nodes, 4 DARTS ops
     ("mnist", "default"): dict(space="conv", subset=1000, C=8, layers=3, n_nodes=2,
@@ -96,6 +133,12 @@ EXTRA_SWEEP_SIMPLICES = {"mlp": ("edge",), "conv": ()}
 EXPERTS_FOR = {("boston", "mlp"): ("mlp",), ("mnist", "mlp"): ("lenet300", "lenet5"),
                ("mnist", "conv"): ("lenet300", "lenet5"), ("cifar10", "conv"): ("darts_v2", "resnet")}
 PRUNED_EXPERT = {"boston": "mlp", "mnist": "lenet300", "cifar10": "resnet"}
+
+
+# The profiles at the default scale of their dataset: their runs live in the results root and
+# their files carry the bare dataset name (relnas.runs). Each dataset has one: `default` for
+# Boston and MNIST, `cpu` for CIFAR-10 (whose protocol at full scale needs a GPU).
+DEFAULT_SCALE = ("default", "cpu")
 
 
 def base_config(dataset: str, profile: str = "default", **overrides: Any) -> dict[str, Any]:

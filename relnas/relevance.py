@@ -114,7 +114,7 @@ def _retrain(net: nn.Module, weights, cfg: Config, task: train.Task, epochs: int
         for xb, yb in rdata.batches(x, y, cfg.batch_size, shuffle=True,
                                     generator=epoch_generator(cfg.seed, epoch, 7)):
             opt.zero_grad()
-            task.loss_fn(net(xb, weights), yb).backward()
+            task.loss_fn(net(task.inputs(xb), weights), yb).backward()
             nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             opt.step()
     net.eval()

@@ -22,7 +22,7 @@ import pandas as pd
 
 from relnas import store
 from relnas.config import DATASETS, METHODS, ConfigError, make_config
-from relnas.profiles import CELL_SUFFIX, method_label, profile_names
+from relnas.profiles import CELL_SUFFIX, DEFAULT_SCALE, method_label, profile_names
 
 RELAXATION_ORDER = ("softmax", "dirichlet", "gumbel")  # display order of the search rows
 
@@ -36,7 +36,8 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
             "precision_update": cfg.precision_update if cfg.learned_precision else "",
             "seed": cfg.seed, "metric": m["metric"], "valid_metric": m["valid_metric"],
             "test_metric": m["test_metric"], "test_exact_acc": m.get("test_exact_acc", math.nan),
-            "params": m["params"], "search_time_s": m["search_time_s"],
+            "params": m["params"], "flops": m.get("flops", math.nan),
+            "search_time_s": m["search_time_s"],
             "retrain_time_s": m["retrain_time_s"], "total_time_s": m["total_time_s"],
             "device": m["device"], "run_dir": str(result["dir"]),
             "budget": cfg.param_budget if cfg.method in ("random", "prune") else 0,
@@ -60,13 +61,14 @@ DECISIVENESS = ("entropy_norm_start", "entropy_norm_end", "sample_entropy_norm_e
 
 def profile_results_dir(profile: str, results_dir: str | Path | None = None) -> str | Path | None:
     """Where the runs of ``profile`` are stored: ``results_dir`` when given; else the results
-    root (``$RELNAS_RESULTS`` or ``results/``) for the default profile and its subfolder named
-    after the profile for the others, so that a ``paper`` or ``smoke`` run never lands beside
-    the default runs (whose tables would refuse the mix, see :func:`load_runs`)."""
+    root (``$RELNAS_RESULTS`` or ``results/``) for a dataset's default-scale profile
+    (``DEFAULT_SCALE``: ``default``, CIFAR-10's ``cpu``) and its subfolder named after the
+    profile for the others, so that a ``paper`` or ``smoke`` run never lands beside the default
+    runs (whose tables would refuse the mix, see :func:`load_runs`)."""
     known = profile_names()
     if profile not in known:
         raise ConfigError(f"profile={profile!r} is not defined; allowed: {', '.join(known)}")
-    if results_dir is not None or profile == "default":
+    if results_dir is not None or profile in DEFAULT_SCALE:
         return results_dir
     return store.results_root() / profile
 
@@ -112,9 +114,10 @@ def load_runs(dataset: str | None = None, results_dir: str | Path | None = None,
 
 
 def profile_name(name: str, profile: str = "default") -> str:
-    """The file name of a table or figure of ``profile``: ``name`` for the default profile,
-    ``<name>_<profile>`` for the others (a ``paper`` run keeps the default's files)."""
-    return name if profile == "default" else f"{name}_{profile}"
+    """The file name of a table or figure of ``profile``: ``name`` for a default-scale profile
+    (``DEFAULT_SCALE``), ``<name>_<profile>`` for the others (a ``paper`` run keeps the
+    default's files)."""
+    return name if profile in DEFAULT_SCALE else f"{name}_{profile}"
 
 
 def slug(text: str) -> str:

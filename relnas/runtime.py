@@ -102,12 +102,13 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def place(module: nn.Module, device: torch.device) -> nn.Module:
+def place(module: nn.Module, device: torch.device, channels_last: bool = False) -> nn.Module:
     """``module`` on ``device``. On the CPU a module with 2-d convolutions takes the channels-last
     memory format: a search step of the MNIST conv cell was about 20 % faster that way here, a
-    LeNet-5 run about 45 % (BENCHMARKS.md); on CUDA the default layout stays until measured."""
+    LeNet-5 run about 45 % (BENCHMARKS.md); on CUDA only when ``channels_last`` (``relnas.fast``)."""
     module = module.to(device)
-    if device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in module.modules()):
+    if (device.type == "cpu" or channels_last) and \
+            any(isinstance(m, nn.Conv2d) for m in module.modules()):
         module = module.to(memory_format=torch.channels_last)
     return module
 

@@ -20,13 +20,14 @@ import torch
 from torch import nn
 
 from relnas import data as rdata
-from relnas import derive
-from relnas.bilevel import BilevelOptimizer, WeightPrior
+from relnas import derive, fast
+from relnas.bilevel import BilevelOptimizer
 from relnas.config import Config
 from relnas.evidence import evidence_update, hessian_diagonal
 from relnas.genotype import Genotype
+from relnas.prior import WeightPrior
 from relnas.relax import Architecture, collapse_stats, edge_weights, make_relaxation, temperature
-from relnas.runtime import Phase, place
+from relnas.runtime import Phase
 from relnas.space import ArchSpec, ConvSupernet, MLPSupernet
 from relnas.train import Task, derived_options, epoch_generator, train_one_epoch
 
@@ -89,7 +90,7 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
 def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
                progress: bool = False, checkpoint_interval: float = 0.0) -> Searched:
     """The search loop, resumable from ``run_dir``'s checkpoint; returns its final state."""
-    net = place(build_supernet(cfg, task), device)
+    net = fast.prepare(build_supernet(cfg, task), cfg, device)
     size_prior = {"prior": cfg.prior_form, "cost_strength": cfg.prior_cost}
     options = {"dirichlet": {"beta0": cfg.beta0, "concentration": cfg.concentration,
                              **size_prior},
@@ -107,7 +108,7 @@ def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
         w_momentum=cfg.w_momentum, w_grad_clip=cfg.grad_clip, arch_lr=cfg.arch_lr,
         arch_betas=(cfg.arch_beta1, cfg.arch_beta2), arch_weight_decay=cfg.arch_weight_decay,
         precision_lr=cfg.precision_lr, lam=cfg.lam, order=cfg.order, hvp=cfg.hvp, xi=cfg.xi,
-        hard=cfg.hard, fd_eps=cfg.fd_eps, n_valid=len(xv))
+        hard=cfg.hard, fd_eps=cfg.fd_eps, n_valid=len(xv), sync=fast.sync_every_step(device))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt.w_optimizer, T_max=cfg.epochs,
                                                        eta_min=cfg.w_lr_min)
     modules = {"net": net, "arch": arch, "prior": prior, "w_optimizer": opt.w_optimizer,
@@ -124,7 +125,11 @@ def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
                               generator=epoch_generator(cfg.seed, epoch, 0))
         valid = cycle(list(rdata.batches(xv, yv, cfg.batch_size, shuffle=True,
                                          generator=epoch_generator(cfg.seed, epoch, 1))))
-        stats = train_one_epoch(lambda pair: opt.step(pair[0], pair[1], temperature=tau),
+        augment = task.augmenter(epoch_generator(cfg.seed, epoch, 4, xt.device))
+        if augment is not None:  # DARTS augments both halves of the search split
+            train = ((augment(x), y) for x, y in train)
+            valid = ((augment(x), y) for x, y in valid)
+        stats = train_one_epoch(lambda pair: _step(opt, cfg, device, pair, tau),
                                 zip(train, valid), epoch=epoch + 1)
         sched.step()
         net.eval()
@@ -133,8 +138,9 @@ def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
             mean = {k: w.detach() for k, w in arch.mean().items()}
         evaluation = task.evaluate(lambda x: net(x, mean), "valid")
         if evidence_a:  # MacKay's fixed point for A at the epoch's weights (relnas.evidence)
-            batch = next(iter(rdata.batches(xt, yt, cfg.batch_size, shuffle=True,
-                                            generator=epoch_generator(cfg.seed, epoch, 2))))
+            xb, yb = next(iter(rdata.batches(xt, yt, cfg.batch_size, shuffle=True,
+                                             generator=epoch_generator(cfg.seed, epoch, 2))))
+            batch = (task.inputs(xb), yb)
             curvature = hessian_diagonal(net, task.loss_fn, batch, mean, n_train=len(xt),
                                          generator=epoch_generator(cfg.seed, epoch, 3))
             evidence_update(prior, dict(net.named_parameters()), curvature)
@@ -144,6 +150,11 @@ def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
                         (start, trained, time.perf_counter()), cfg.epochs, modules)
     return Searched(net, arch, prior, phase.history, phase.elapsed, phase.extra["trajectory"],
                     phase.extra["start"])
+
+
+def _step(opt: BilevelOptimizer, cfg: Config, device: torch.device, pair, tau: float):
+    with fast.autocast(cfg, device):
+        return opt.step(pair[0], pair[1], temperature=tau)
 
 
 def decisiveness(arch: Architecture) -> dict[str, float]:

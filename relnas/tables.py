@@ -50,7 +50,7 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Numeric summary, one row per (dataset, label) at the selected ``lam`` (``selected_runs``).
 
     Columns: ``dataset, label, method, metric, lam, seeds, valid_mean, valid_std, test_mean,
-    test_std, exact_mean, exact_std, params, search_time_s, retrain_time_s, total_time_s,
+    test_std, exact_mean, exact_std, params, flops, search_time_s, retrain_time_s, total_time_s,
     device`` and, when the runs carry it, ``entropy_end`` (mean final normalized entropy of the
     searched structure). Means over seeds; std is the sample std (ddof=1, NaN for one seed); metrics stay
     raw (acc in [0, 1]); ``params`` the rounded mean; ``device`` the distinct devices, "; "-joined.
@@ -65,7 +65,8 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
         valid_mean=("valid_metric", "mean"), valid_std=("valid_metric", "std"),
         test_mean=("test_metric", "mean"), test_std=("test_metric", "std"),
         exact_mean=("test_exact_acc", "mean"), exact_std=("test_exact_acc", "std"),
-        params=("params", "mean"), search_time_s=("search_time_s", "mean"),
+        params=("params", "mean"), **({"flops": ("flops", "mean")} if "flops" in runs else {}),
+        search_time_s=("search_time_s", "mean"),
         retrain_time_s=("retrain_time_s", "mean"), total_time_s=("total_time_s", "mean"),
         device=("device", lambda s: "; ".join(sorted(set(s.dropna().astype(str))))),
         **({"entropy_end": ("entropy_norm_end", "mean")} if "entropy_norm_end" in runs else {}),
@@ -115,6 +116,8 @@ def format_table(summary: pd.DataFrame, dataset: str | None = None) -> pd.DataFr
     swept = df["label"].astype(str).str.startswith(RELNAS_PREFIX)  # lambda: the priors only
     out["lambda"] = ["—" if pd.isna(v) or not s else f"{v:g}" for v, s in zip(df["lam"], swept)]
     out["params"] = ["—" if pd.isna(v) else f"{int(v):,}" for v in df["params"]]
+    if "flops" in df and df["flops"].notna().any():  # runs stored before FLOPs were counted: —
+        out["MFLOPs"] = ["—" if pd.isna(v) else f"{v / 1e6:.3g}" for v in df["flops"]]
     if "entropy_end" in df:  # final entropy of the mean structure over its maximum, in [0, 1]
         out["final entropy"] = ["—" if pd.isna(v) else f"{v:.2f}" for v in df["entropy_end"]]
     out["search time"] = [format_seconds(v) for v in df["search_time_s"]]

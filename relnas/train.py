@@ -10,6 +10,7 @@ epoch (``relnas.runtime.Phase``).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -20,11 +21,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from relnas import datasets
+from relnas import datasets, fast
+from relnas.augment import augmenter, cutout
 from relnas.config import Config
-from relnas.data import batches
+from relnas.data import batches, channel_stats, normalize
 from relnas.genotype import Genotype
-from relnas.nets import build_network
+from relnas.nets import build_network, recalibrate_batchnorm
 from relnas.runtime import Phase
 
 REGRESSION, CLASSIFICATION = "regression", "classification"
@@ -48,68 +50,77 @@ def loss_function(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Ten
     raise ValueError(f"task must be {REGRESSION!r} or {CLASSIFICATION!r}, got {task!r}")
 
 
-def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
-    """A generator for the data order of one epoch: a resumed run replays the same order."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + stream)
+def epoch_generator(seed: int, epoch: int, stream: int = 0,
+                    device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator for the random draws of one epoch (data order, augmentation) on ``device``:
+    a resumed run replays the same draws."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch * 101 + stream)
 
 
-def train_one_epoch(step: Callable[[tuple], Mapping[str, float]], data: Iterable[tuple], *,
-                    epoch: int = 0) -> dict[str, float]:
+def train_one_epoch(step: Callable[[tuple], Mapping[str, float | torch.Tensor]],
+                    data: Iterable[tuple], *, epoch: int = 0) -> dict[str, float]:
     """Run ``step`` on every batch of ``data``; return the mean of each reported number.
 
     Raises :class:`NonFiniteError` on the first NaN / inf that a step reports, naming ``epoch``
-    (pass the 1-based number used in history.csv and checkpoints) and the 0-based step.
+    (pass the 1-based number used in history.csv and checkpoints) and the 0-based step. Numbers
+    reported as tensors (the GPU path's steps, which never wait for the device) are read once,
+    at the end of the epoch, and checked then.
     """
     sums: dict[str, float] = {}
+    pending: dict[str, list[torch.Tensor]] = {}
     count = 0
     for i, batch in enumerate(data):
         out = step(batch)
         for key, value in out.items():
+            if isinstance(value, torch.Tensor):
+                pending.setdefault(key, []).append(value.detach().reshape(()).float())
+                continue
             value = float(value)
             if not math.isfinite(value):
                 raise NonFiniteError(epoch, i, key, value)
             sums[key] = sums.get(key, 0.0) + value
         count += 1
+    bad = []
+    for key, values in pending.items():  # one host read per number and epoch
+        listed = torch.stack(values).tolist()
+        bad += [(j, key, v) for j, v in enumerate(listed) if not math.isfinite(v)][:1]
+        sums[key] = sums.get(key, 0.0) + math.fsum(listed)
+    if bad:  # the earliest step of any number
+        raise NonFiniteError(epoch, *min(bad, key=lambda b: b[0]))
     return {k: v / max(count, 1) for k, v in sums.items()}
-
-
-def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Zero one random ``size`` x ``size`` square per image (DeVries & Taylor 2017), clipped at borders."""
-    if size <= 0:
-        return x
-    n, _, h, w = x.shape
-    cy = torch.randint(0, h, (n,), generator=generator).to(x.device)
-    cx = torch.randint(0, w, (n,), generator=generator).to(x.device)
-    rows = torch.arange(h, device=x.device).view(1, h, 1)
-    cols = torch.arange(w, device=x.device).view(1, 1, w)
-    half = size // 2
-    inside = ((rows - cy.view(n, 1, 1)).abs() <= half - (size % 2 == 0)) & \
-             ((cols - cx.view(n, 1, 1)).abs() <= half - (size % 2 == 0))
-    return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
 def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn, *,
                     grad_clip: float | None = None, aux_weight: float = 0.0, cutout_size: int = 0,
                     generator: torch.Generator | None = None,
-                    masks: Mapping[str, torch.Tensor] | None = None) -> Callable:
+                    masks: Mapping[str, torch.Tensor] | None = None,
+                    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    autocast=contextlib.nullcontext, sync: bool = True) -> Callable:
     """A step function for :func:`train_one_epoch`: one SGD/Adam step of ``model``.
 
     ``aux_weight`` > 0 expects ``model`` to return ``(logits, aux_logits)`` in training mode
-    (DARTS auxiliary head); ``masks`` (parameter name -> 0/1 tensor) keeps pruned weights at zero.
+    (DARTS auxiliary head); ``masks`` (parameter name -> 0/1 tensor) keeps pruned weights at zero;
+    ``augment`` maps each input batch first (``Task.augmenter``), then cutout applies;
+    ``autocast()`` wraps the forward pass (``relnas.fast``); ``sync=False`` reports the loss
+    and gradient norm as device tensors (read once per epoch by :func:`train_one_epoch`).
     """
     named = dict(model.named_parameters())
 
     def step(batch):
         x, y = batch
         model.train()
+        if augment is not None:
+            x = augment(x)
         if cutout_size:
             x = cutout(x, cutout_size, generator)
-        out = model(x)
-        aux = None
-        if isinstance(out, tuple):
-            out, aux = out
-        loss = loss_fn(out, y)
-        total = loss + aux_weight * loss_fn(aux, y) if aux is not None and aux_weight > 0 else loss
+        with autocast():
+            out = model(x)
+            aux = None
+            if isinstance(out, tuple):
+                out, aux = out
+            loss = loss_fn(out, y)
+            total = loss + aux_weight * loss_fn(aux, y) if aux is not None and aux_weight > 0 \
+                else loss
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float("inf"))
@@ -118,44 +129,11 @@ def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn,
             with torch.no_grad():
                 for name, mask in masks.items():
                     named[name].mul_(mask)
+        if not sync:
+            return {"loss": loss.detach(), "grad_norm": norm.detach()}
         return {"loss": loss.item(), "grad_norm": norm.item()}
 
     return step
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                          batch_size: int) -> int:
-    """Precise BatchNorm statistics (pycls' PreciseBN; Wu & Johnson 2021): reset the running
-    mean and variance of every BatchNorm layer and set them to the average of the batch
-    statistics over ``x`` (in order, batches of ``batch_size``), with the weights fixed.
-
-    The exponential moving average of training lags behind weights that move fast, which
-    matters after short trainings; after long ones it changes little. Drop-path is off during
-    the pass; the model is left in eval mode. Returns the number of layers recalibrated.
-    """
-    layers = [m for m in model.modules()
-              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not layers:
-        return 0
-    momenta = [m.momentum for m in layers]
-    drop = getattr(model, "drop_path_prob", None)
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches of this pass
-    try:
-        if drop is not None:
-            model.drop_path_prob = 0.0
-        model.train()
-        for xb, _ in batches(x, y, batch_size, shuffle=False):
-            model(xb)
-    finally:
-        for m, momentum in zip(layers, momenta):
-            m.momentum = momentum
-        if drop is not None:
-            model.drop_path_prob = drop
-        model.eval()
-    return len(layers)
 
 
 @torch.no_grad()
@@ -188,9 +166,11 @@ class Task:
 
     def __init__(self, cfg: Config, device: torch.device):
         # RELNAS_DOWNLOAD=1 (set by `make reproduce`): fetch missing files with torchvision.
+        raw = cfg.resident == "uint8"
         splits = datasets.load(cfg.dataset, seed=cfg.seed,
                                valid_fraction=cfg.valid_fraction or None,
                                subset=cfg.subset or None, device=device,
+                               dtype=torch.uint8 if raw else torch.float32,
                                download=os.environ.get("RELNAS_DOWNLOAD") == "1")
         self.splits = splits
         self.kind = CLASSIFICATION if splits.n_classes else REGRESSION
@@ -203,6 +183,22 @@ class Task:
         self.metric = "rmse" if self.kind == REGRESSION else "acc"
         self.loss_fn = loss_function(self.kind)
         self.search_subset = cfg.search_subset
+        self.augment = cfg.augment
+        self._stats = channel_stats(splits.x_mean, splits.x_std, torch.float32, device) \
+            if raw else None
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch as the networks take it: raw uint8 images (``Config.resident``) normalized,
+        anything else as it is."""
+        return x if self._stats is None or x.dtype != torch.uint8 else normalize(x, *self._stats)
+
+    def augmenter(self, generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The run's per-batch input map: augmentation (``Config.augment``, drawing from
+        ``generator``), then :meth:`inputs`; None when both leave a batch as it is."""
+        augment = augmenter(self.augment, self.splits.x_mean, self.splits.x_std, generator)
+        if self._stats is None:
+            return augment
+        return self.inputs if augment is None else (lambda x: self.inputs(augment(x)))
 
     @property
     def n_train(self) -> int:
@@ -219,7 +215,8 @@ class Task:
         x, y = self.sets[split]
         if mask is not None:
             x, y = x[mask], y[mask]
-        return evaluate(forward, x, y, task=self.kind, target_scale=self.scale)
+        return evaluate(lambda xb: forward(self.inputs(xb)), x, y, task=self.kind,
+                        target_scale=self.scale)
 
 
 # ----------------------------------------------------------------------------- retraining
@@ -263,7 +260,11 @@ def fit(model: nn.Module, cfg: Config, task: Task, run_dir: Path, tag: str, epoc
             model.drop_path_prob = cfg.drop_path * epoch / epochs
         step = supervised_step(model, opt, task.loss_fn, grad_clip=cfg.grad_clip,
                                aux_weight=cfg.auxiliary_weight, cutout_size=cfg.cutout,
-                               generator=epoch_generator(cfg.seed, epoch, 3), masks=masks)
+                               generator=epoch_generator(cfg.seed, epoch, 3, x.device),
+                               masks=masks,
+                               augment=task.augmenter(epoch_generator(cfg.seed, epoch, 4, x.device)),
+                               autocast=lambda: fast.autocast(cfg, x.device),
+                               sync=fast.sync_every_step(x.device))
         data = batches(x, y, cfg.retrain_batch, shuffle=True,
                        generator=epoch_generator(cfg.seed, epoch, 2))
         stats = train_one_epoch(step, data, epoch=epoch + 1)  # 1-based, as in history.csv
@@ -277,7 +278,7 @@ def fit(model: nn.Module, cfg: Config, task: Task, run_dir: Path, tag: str, epoc
                         (start, trained, time.perf_counter()), epochs, modules)
     if cfg.precise_bn:  # deterministic given the weights, so a resumed run gets the same numbers
         start = time.perf_counter()
-        recalibrate_batchnorm(model, x, y, batch_size=cfg.retrain_batch)
+        recalibrate_batchnorm(model, task.inputs(x), y, batch_size=cfg.retrain_batch)
         phase.elapsed += time.perf_counter() - start
     model.eval()
     return final_metrics(model, task, test=test), phase.history, phase.elapsed

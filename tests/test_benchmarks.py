@@ -40,6 +40,18 @@ def test_search_step_prints_a_timing_row(tmp_path):
     assert len(rows) == 2 and all(float(r.split("|")[4]) > 0 for r in rows)
 
 
+def test_search_step_times_plain_and_fast_paths_into_json(tmp_path):
+    out = tmp_path / "steps.json"
+    proc = _script("search_step.py", "--spaces", "cell", "--variants", "0", "--paths",
+                   "plain,fast", "--batches", "4,8", "--repeats", "1", "--warmup", "0",
+                   "--threads", "1", "--json", str(out), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [(r["batch"], r["path"]) for r in rows] == [(4, "plain"), (4, "fast"), (8, "plain"),
+                                                       (8, "fast")]
+    assert all(r["ms_per_step"] > 0 and r["epoch_s"] > 0 for r in rows)
+
+
 def test_gpu_check_script_parses_and_calls_existing_scripts():
     script = REPO / "benchmarks" / "gpu_check.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0

@@ -9,8 +9,8 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from relnas.bilevel import (BilevelOptimizer, WeightPrior, mixed_product_exact,
-                            mixed_product_finite)
+from relnas.bilevel import BilevelOptimizer, mixed_product_exact, mixed_product_finite
+from relnas.prior import WeightPrior
 from relnas.relax import Architecture, make_relaxation
 from relnas.space import ArchSpec as Spec  # the real spec (duck-typed fields)
 

@@ -87,6 +87,19 @@ def test_missing_file_names_file_location_and_remedy(data_dir, tmp_path):
         data.load("cifar10", tmp_path)
 
 
+def test_a_partial_cifar10_copy_names_every_missing_file(data_dir, tmp_path):
+    (tmp_path / "cifar10").mkdir()
+    for name in ("cifar10_train_part1.npz", "cifar10_train_part2.npz", "cifar10_train_part4.npz"):
+        (tmp_path / "cifar10" / name).symlink_to(data_dir / "cifar10" / name)
+    with pytest.raises(data.DataNotFoundError) as info:
+        data.load("cifar10", tmp_path)
+    msg = str(info.value)
+    assert "3 of 6 present" in msg and str(tmp_path) in msg
+    for name in ("part3", "part5", "cifar10_test"):
+        assert name in msg
+    assert "part1" not in msg
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 @pytest.mark.parametrize("rel", ["MNIST/raw/t10k-labels-idx1-ubyte.gz", "cifar10/cifar10_train_part1.npz"])
 def test_damaged_copy_raises_integrity_error(data_dir, tmp_path, rel, damage):
@@ -94,6 +107,9 @@ def test_damaged_copy_raises_integrity_error(data_dir, tmp_path, rel, damage):
         _copy_mnist(data_dir, tmp_path)
     else:
         (tmp_path / "cifar10").mkdir()
+        for other in (data_dir / "cifar10").glob("*.npz"):  # a whole copy, one file damaged
+            (tmp_path / "cifar10" / other.name).symlink_to(other)
+        (tmp_path / rel).unlink()
         shutil.copyfile(data_dir / rel, tmp_path / rel)
     path = tmp_path / rel
     raw = bytearray(path.read_bytes())

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from relnas.bilevel import WeightPrior
+from relnas.prior import WeightPrior
 from relnas.config import ConfigError, make_config
 from relnas.evidence import evidence_update, hessian_diagonal
 

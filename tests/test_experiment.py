@@ -189,9 +189,19 @@ def test_each_profile_other_than_default_has_its_own_results_folder(tmp_path, mo
     assert profile_results_dir("default") is None  # the store's root: $RELNAS_RESULTS
     assert profile_results_dir("paper") == tmp_path / "results" / "paper"
     assert profile_results_dir("paper", tmp_path / "mine") == tmp_path / "mine"  # explicit wins
-    with pytest.raises(ConfigError, match="profile='papr'.*allowed: default, paper, smoke"):
+    with pytest.raises(ConfigError, match="profile='papr'.*allowed: cpu, default, paper, quick, "
+                                          "smoke"):
         profile_results_dir("papr")
     assert (profile_name("mnist"), profile_name("mnist", "paper")) == ("mnist", "mnist_paper")
+    # CIFAR-10's default scale is `cpu` (it has no `default`): the root and the bare names
+    assert profile_results_dir("cpu") is None and profile_name("cifar10", "cpu") == "cifar10"
+
+
+def test_each_dataset_has_one_default_scale_profile():
+    from relnas.profiles import DEFAULT_SCALE, PROFILES
+
+    for dataset, profiles in PROFILES.items():
+        assert len(set(profiles) & set(DEFAULT_SCALE)) == 1, dataset
 
 
 def test_search_subset_limits_the_search_data_not_the_retraining(tmp_path, monkeypatch):

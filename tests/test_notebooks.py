@@ -14,7 +14,7 @@ import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPERIMENTS = {"01_boston": "boston", "02_mnist": "mnist"}
-ALL = ["01_boston", "02_mnist", "03_boston_ground_truth", "04_paper"]
+ALL = ["01_boston", "02_mnist", "03_cifar10", "05_boston_ground_truth", "04_paper"]
 SMOKE = {"profile": "smoke", "seeds": [0, 1], "lambdas": [0.1], "relaxations": ["dirichlet"],
          "learned_precision": [False, True]}
 
@@ -106,6 +106,32 @@ def test_papermill_smoke_run(name, scratch):
     executed = nbformat.read(out, as_version=4)
     assert "papermill" in executed.metadata and not any(
         "papermill" in c.metadata for c in executed.cells)  # timestamps stripped
+
+
+def test_cifar10_papermill_smoke_run(scratch):
+    """The CIFAR-10 notebook at the smoke profile: every method of the protocol runs, accuracy
+    on all test images and on the lossless ones, FLOPs, the figures and the claims table."""
+    from relnas.notebooks import execute
+
+    out = scratch / "03_cifar10.ipynb"
+    execute(NOTEBOOKS / "03_cifar10.ipynb", out,
+            {"profile": "smoke", "seeds": [0], "lambdas": [0, 1], "relaxations": ["gumbel"]},
+            timeout=600, log_output=False)
+    folders = list((scratch / "results" / "smoke" / "cifar10").glob("*/metrics.json"))
+    metrics = [json.loads(p.read_text()) for p in folders]
+    methods = [json.loads((p.parent / "config.json").read_text())["method"] for p in folders]
+    # 2 experts, random search, DARTS 1st + 2nd, Gumbel at 2 lambdas; then per derived size
+    # magnitude pruning of the ResNet and random search at that size
+    assert methods.count("expert") == 2 and methods.count("search") == 4
+    assert methods.count("prune") >= 1 and methods.count("random") >= 2
+    assert all(m["status"] == "ok" for m in metrics)
+    assert all(0 <= m["test_exact_acc"] <= 1 and m["flops"] > 0 for m in metrics)
+    figures = {p.name for p in (scratch / "figures").iterdir()}
+    for fig in ("pareto", "front", "structure_weights", "collapse", "architectures", "times"):
+        assert f"cifar10_smoke_{fig}.png" in figures
+    table = (scratch / "figures" / "tables" / "cifar10_smoke.md").read_text()
+    assert "exact test accuracy (%)" in table and "MFLOPs" in table
+    assert "3. Relevance" in (scratch / "figures" / "tables" / "cifar10_smoke_claims.md").read_text()
 
 
 def test_paper_notebook_builds_from_stored_results(scratch):
@@ -200,7 +226,7 @@ def test_a_mistyped_notebook_parameter_is_refused_by_name(name):
 
     nb = Path(__file__).resolve().parent.parent / "notebooks" / f"{name}.ipynb"
     accepted = {"04_paper": (profile_results_dir,),
-                "03_boston_ground_truth": (run_experiment, ground_truth.run)}.get(
+                "05_boston_ground_truth": (run_experiment, ground_truth.run)}.get(
         name, (run_experiment, "config"))
     namespace = {"In": [], "Out": {}, "_i1": "", "display": IPython.display.display,
                  "IPython": IPython, **notebook_parameter_values(nb)}

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from relnas.train import recalibrate_batchnorm
+from relnas.nets import recalibrate_batchnorm
 
 
 class _Net(nn.Module):

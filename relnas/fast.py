@@ -1,0 +1,49 @@
+"""The fast path of a run: options that change how the same mathematics runs, not what it
+computes (issue 13; each is tested against the plain path on the CPU in tests/test_fast.py).
+
+- ``amp="bf16"``: the forward passes of the training steps (search and retraining) under
+  ``torch.autocast`` in bfloat16; autocast keeps reductions such as the losses in float32, and
+  evaluation stays in float32.
+- ``channels_last``: convolution weights (and so activations) in NHWC on CUDA; on the CPU
+  ``relnas.runtime.place`` always does so for conv nets (measured faster there).
+- ``compile``: the network under ``torch.compile`` (``nn.Module.compile``, so parameter names
+  and checkpoints stay those of the plain path). torch.compile has no double backward, so it is
+  refused with ``hvp="exact"`` (``relnas.rules``).
+- On CUDA a step never waits for the device: the numbers it reports stay device tensors, read
+  once per epoch (``relnas.train.train_one_epoch``), and the random draws of data order and
+  augmentation come from generators on the device (``relnas.augment``). A non-finite number then
+  stops the run at the end of its epoch instead of at its step; the last good checkpoint (the
+  epoch before) is kept either way.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from relnas.config import Config
+from relnas.runtime import place
+
+
+def autocast(cfg: Config, device: torch.device | str):
+    """The context of a training forward pass: bf16 autocast when ``cfg.amp`` asks for it."""
+    device = torch.device(device)
+    if cfg.amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def sync_every_step(device: torch.device | str) -> bool:
+    """Whether a step reads its numbers on the host at once: on the CPU that costs nothing and
+    stops a run at the first non-finite step; on CUDA it would stall the device every step."""
+    return torch.device(device).type != "cuda"
+
+
+def prepare(module: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
+    """``module`` placed on ``device`` (``relnas.runtime.place``), in channels-last layout and
+    compiled when ``cfg`` asks."""
+    module = place(module, device, channels_last=cfg.channels_last)
+    if cfg.compile:
+        module.compile()
+    return module
