@@ -94,10 +94,16 @@ def compute(cfg: Config, run_dir: Path, *, progress: bool = False,
     return metrics, history
 
 
+# The trained weights of an expert run, kept beside it (not in git) so that magnitude pruning of
+# the same expert and seed starts from them instead of training the same network again.
+TRAINED = "trained.pt"
+
+
 def _expert(cfg, task, device, run_dir, kw):
     model = fast.prepare(_expert_model(cfg, task), cfg, device)
     metrics, history, seconds = train.fit(model, cfg, task, run_dir, "retrain",
                                           cfg.retrain_epochs, **kw)
+    runtime.save_checkpoint(run_dir / TRAINED, model.state_dict())
     metrics["params"] = nets.count_parameters(model)
     metrics["flops"] = nets.count_flops(model, task.splits.in_shape)
     return metrics, history, (0.0, seconds)
@@ -218,10 +224,32 @@ def magnitude_masks(model: nn.Module, keep: int) -> dict[str, torch.Tensor]:
     return masks
 
 
+def _trained_expert(cfg: Config, run_dir: Path) -> tuple[dict, list[dict], float] | None:
+    """(weights, history rows, seconds) of the finished expert run that trained exactly the
+    dense network ``cfg`` prunes (same fields but method and budget, same results folder), or
+    None. Its training is the one this run would repeat: same seed, data order and steps."""
+    expert = cfg.replace(method="expert", param_budget=0)
+    folder = Path(run_dir).parent / store.config_hash(expert.to_dict())
+    if not store.finished(folder) or not (folder / TRAINED).is_file():
+        return None
+    state = runtime.load_checkpoint(folder / TRAINED)
+    if state is None:
+        return None
+    rows = [{**r, "phase": "train"} for r in store.read_csv(folder / store.HISTORY)
+            if r.get("phase") == "retrain"]
+    return state, rows, float(store.read_json(folder / store.METRICS)["retrain_time_s"])
+
+
 def _prune(cfg, task, device, run_dir, kw):
     model = fast.prepare(_expert_model(cfg, task), cfg, device)
-    _, history, train_s = train.fit(model, cfg, task, run_dir, "train", cfg.retrain_epochs,
-                                    test=False, **kw)
+    trained = _trained_expert(cfg, run_dir)
+    if trained is None:
+        _, history, train_s = train.fit(model, cfg, task, run_dir, "train", cfg.retrain_epochs,
+                                        test=False, **kw)
+    else:  # its time counts: pruning needs the trained expert
+        state, history, train_s = trained
+        model.load_state_dict(state)
+        model.eval()
     start = time.perf_counter()
     masks = magnitude_masks(model, cfg.param_budget)
     with torch.no_grad():

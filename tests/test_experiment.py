@@ -382,3 +382,26 @@ def test_a_fully_stored_plan_reads_from_a_folder_it_cannot_write(tmp_path, monke
     assert list(again["run_dir"]) == list(stored["run_dir"])
     with pytest.raises(ConfigError, match="not writable"):
         run_experiment("boston", results_dir=tmp_path, **dict(SMOKE_PLAN, seeds=[1]))
+
+
+def test_pruning_starts_from_the_trained_expert_of_its_seed_with_the_same_result(tmp_path):
+    """The expert run keeps its trained weights; pruning the same expert (same seed) loads them
+    instead of training the same network again, and ends with the same numbers."""
+    from pathlib import Path
+
+    from relnas.experiment import TRAINED, run
+    from relnas.plans import _for_expert
+    from relnas.profiles import base_config
+
+    fields = _for_expert(dict(base_config("boston", "smoke"), seed=1), "mlp")
+    expert = make_config(**fields, method="expert", expert="mlp")
+    prune = make_config(**fields, method="prune", expert="mlp", param_budget=300)
+    alone = run(prune, results_dir=tmp_path / "alone")
+    trained = run(expert, results_dir=tmp_path / "shared")
+    assert (Path(trained["dir"]) / TRAINED).is_file()
+    reused = run(prune, results_dir=tmp_path / "shared")
+    for key in ("valid_metric", "test_metric", "params", "params_dense"):
+        assert reused["metrics"][key] == alone["metrics"][key], key
+    assert reused["metrics"]["retrain_time_s"] > trained["metrics"]["retrain_time_s"]
+    phases = [r["phase"] for r in reused["history"]]
+    assert phases.count("train") == expert.retrain_epochs and "finetune" in phases
