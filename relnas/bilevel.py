@@ -119,10 +119,8 @@ class BilevelOptimizer:
         groups = [{"params": list(arch.parameters()), "weight_decay": arch_weight_decay}]
         if prior.learned:
             groups.append({"params": [prior.log_precision], "lr": precision_lr, "weight_decay": 0.0})
-        # capturable: Adam's step count stays on the device (no .item() per step) without sync
-        capturable = not sync and next(arch.parameters()).is_cuda
-        self.arch_optimizer = torch.optim.Adam(groups, lr=arch_lr, betas=arch_betas, foreach=True,
-                                               capturable=capturable)
+        # (Adam keeps its step count on the host: reading it never waits for the device)
+        self.arch_optimizer = torch.optim.Adam(groups, lr=arch_lr, betas=arch_betas, foreach=True)
         self._outer = list(arch.parameters()) + ([prior.log_precision] if prior.learned else [])
         self._has_buffers = any(True for _ in net.buffers())
 
