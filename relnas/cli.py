@@ -77,7 +77,7 @@ def _input_error(message: str) -> None:
 EXPERIMENT_NOTEBOOKS = ("notebooks/01_boston.ipynb", "notebooks/02_mnist.ipynb",  # in the repo
                         "notebooks/03_cifar10.ipynb")
 # notebook parameters that steer the execution, not which runs exist
-EXECUTION_PARAMETERS = ("progress", "workers", "recompute")
+EXECUTION_PARAMETERS = ("progress", "workers", "recompute", "population")
 
 
 def _stale(notebooks: Sequence[str], *, delete: bool) -> int:

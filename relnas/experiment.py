@@ -31,8 +31,11 @@ from relnas.config import Config, ConfigError, make_config
 
 def run(cfg: Config | Mapping[str, Any], *, results_dir: str | Path | None = None,
         recompute: bool = False, progress: bool = False, wait: float = 0.0,
-        checkpoint_interval: float = 0.0) -> dict[str, Any]:
+        checkpoint_interval: float = 0.0, resume: bool = False) -> dict[str, Any]:
     """Run (or load) ``cfg``; returns ``{"config", "metrics", "history", "dir", "cached"}``.
+
+    ``resume``: with ``recompute``, keep the checkpoints in the run folder (written by this
+    plan's population search, relnas.popsearch) instead of starting from scratch.
 
     ``checkpoint_interval``: seconds between checkpoints (0: after every epoch; the last epoch
     of each phase is always saved). ``wait``: seconds to wait for another process computing
@@ -48,7 +51,7 @@ def run(cfg: Config | Mapping[str, Any], *, results_dir: str | Path | None = Non
     result = results.run(cfg.dataset, cfg.to_dict(),
                          lambda folder: compute(cfg, folder, progress=progress,
                                                 checkpoint_interval=checkpoint_interval,
-                                                fresh=recompute),
+                                                fresh=recompute and not resume),
                          recompute=recompute, wait=wait)
     if not result["cached"]:  # finished: the checkpoints only served resuming
         _drop_checkpoints(Path(result["dir"]), results.root)

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
 import yaml
 
-from relnas import datasets, store
+from relnas import datasets, popsearch, store
 from relnas.config import RELAXATIONS, Config, ConfigError, make_config
+from relnas.rules import check_execution
 from relnas.experiment import check_results_dir, run
 from relnas.store import RunLockedError
 from relnas.runtime import worker_pool
@@ -207,7 +207,7 @@ def _run_row(cfg: Config, kw: dict[str, Any]) -> dict[str, Any] | None:
 def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
             progress: bool = False, checkpoint_interval: float = 0.0,
             workers: int = 1, recompute: bool = False, pool=None,
-            wait: float = math.inf) -> pd.DataFrame:
+            wait: float = math.inf, population: str = "eager") -> pd.DataFrame:
     """Run (or load from the store) each config; one row per run, in the order of ``configs``.
 
     A config that another process is computing (a second plan sharing runs with this one) is
@@ -218,24 +218,35 @@ def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
     torch threads): on 2 cores, 2 workers with ``threads=1`` configs halve the wall time of
     small runs. Each run's own times are measured inside its process. ``pool``: an open
     :func:`worker_pool` to use instead of starting one (each start imports torch again).
+
+    ``population``: the MLP searches that differ only in seed and lambda first run together
+    as populations (``relnas.popsearch``; ``"eager"`` vmap, ``"compiled"`` also under
+    torch.compile, ``"off"`` one by one); each config then resumes its search's last
+    checkpoint, derives and retrains as usual.
     """
     configs = list(configs)
     kw = {"results_dir": results_dir, "checkpoint_interval": checkpoint_interval,
           "recompute": recompute}
     if pool is None and workers > 1 and len(configs) > 1:
         with worker_pool(workers) as own:
-            return run_all(configs, progress=progress, pool=own, wait=wait, **kw)
+            return run_all(configs, progress=progress, pool=own, wait=wait,
+                           population=population, **kw)
+    searched = popsearch.run_groups(configs, results_dir=results_dir, mode=population,
+                                    recompute=recompute, progress=progress, pool=pool,
+                                    workers=workers, checkpoint_interval=checkpoint_interval)
+    kws = [{**kw, "resume": store.config_hash(c.to_dict()) in searched} for c in configs]
     rows: list[dict[str, Any] | None] = [None] * len(configs)
     if pool is not None and len(configs) > 1:
         # Costly runs first, so that no worker is left with a long run at the end.
         order = sorted(range(len(configs)), key=lambda i: _cost_rank(configs[i]))
-        done = pool.map(_run_row, [configs[i] for i in order], [kw] * len(configs))
+        done = pool.map(_run_row, [configs[i] for i in order], [kws[i] for i in order])
         for i, result in zip(order, _progress(done, progress, len(configs))):
             rows[i] = result
     else:
-        rows = [_run_row(cfg, kw) for cfg in _progress(configs, progress, len(configs))]
+        rows = [_run_row(cfg, k) for cfg, k in zip(_progress(configs, progress, len(configs)),
+                                                   kws)]
     for i in [i for i, r in enumerate(rows) if r is None]:  # computed elsewhere: wait for it
-        rows[i] = row(run(configs[i], **kw, wait=wait))
+        rows[i] = row(run(configs[i], **kws[i], wait=wait))
     return pd.DataFrame(rows)
 
 
@@ -262,7 +273,7 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
                    learned_precision=(False, True), order: int = 1, conv_cell: bool = True,
                    results_dir=None, progress: bool = False, checkpoint_interval: float = 0.0,
                    workers: int = 1, recompute: bool = False, wait: float = math.inf,
-                   **overrides: Any) -> pd.DataFrame:
+                   population: str = "eager", **overrides: Any) -> pd.DataFrame:
     """Plan, validate, run every method of one dataset (the matched-size baselines last,
     :func:`matched_plan`); the runs table.
 
@@ -270,9 +281,10 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
     plan whose runs are all stored also reads from a folder it cannot write). Stored runs of
     the same configs are reused unless ``recompute``. ``results_dir=None``: see
     :func:`profile_results_dir`. ``wait``: seconds to wait for each run another process is
-    computing, after the others (:func:`run_all`).
+    computing, after the others; ``population``: how the MLP searches share a step
+    (:func:`run_all`).
     """
-    _check_execution(results_dir, progress, workers, recompute, wait)
+    check_execution(results_dir, progress, workers, recompute, wait, population)
     configs = _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
                              order, conv_cell, overrides)
     results_dir = profile_results_dir(profile, results_dir)
@@ -280,28 +292,13 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
     if recompute or any(results.load(c.dataset, c.to_dict()) is None for c in configs):
         check_results_dir(results)
     kw = {"results_dir": results_dir, "progress": progress, "recompute": recompute,
-          "checkpoint_interval": checkpoint_interval, "workers": workers, "wait": wait}
+          "checkpoint_interval": checkpoint_interval, "workers": workers, "wait": wait,
+          "population": population}
     # one pool for both rounds (each start of a pool imports torch in every worker again)
     with worker_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
         runs = run_all(configs, pool=pool, **kw)
         matched = matched_plan(runs, base_config(dataset, profile, **overrides))
         return pd.concat([runs, run_all(matched, pool=pool, **kw)], ignore_index=True)
-
-
-def _check_execution(results_dir, progress, workers, recompute, wait) -> None:
-    """The notebook parameters that steer the execution (papermill passes any type)."""
-    if results_dir is not None and (not isinstance(results_dir, (str, os.PathLike))
-                                    or not str(results_dir).strip()):
-        raise ConfigError(f"results_dir must be a folder path or None, got {results_dir!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
-        raise ConfigError(f"workers must be an integer from 1 to 64 (processes, one torch each), "
-                          f"got {workers!r}")
-    for name, value in (("progress", progress), ("recompute", recompute)):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be True or False, got {value!r}")
-    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or math.isnan(wait) \
-            or wait < 0:
-        raise ConfigError(f"wait must be a number of seconds >= 0 (inf: no limit), got {wait!r}")
 
 
 def _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision, order,

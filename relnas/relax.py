@@ -66,7 +66,8 @@ def simplex_groups(spec, simplex: str) -> list[list[tuple[int, int]]]:
 
 def _straight_through(gamma: Tensor) -> Tensor:
     """One-hot of the argmax in the forward pass, the gradient of ``gamma`` in the backward."""
-    hard = F.one_hot(gamma.argmax(-1), gamma.shape[-1]).to(gamma.dtype)
+    # scatter rather than F.one_hot, which reads the indices on the host (not under vmap)
+    hard = torch.zeros_like(gamma).scatter(-1, gamma.argmax(-1, keepdim=True), 1.0)
     return hard - gamma.detach() + gamma
 
 

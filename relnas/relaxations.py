@@ -133,13 +133,15 @@ class Gumbel(Relaxation):
     # from the same RNG, the same density; tests compare both): the distribution objects cost
     # more than the arithmetic in the small searches, where this runs at every step.
     @staticmethod
-    def log_density(logits: Tensor, y: Tensor, temperature: float) -> Tensor:
+    def log_density(logits: Tensor, y: Tensor, temperature: float | Tensor) -> Tensor:
         """``log q(y)`` of the ExpConcrete(logits, tau) (Maddison et al. 2017, eq. in B.1);
-        invariant to a constant added to the logits, so they need not be normalized."""
+        invariant to a constant added to the logits, so they need not be normalized. ``tau``
+        may be a 0-d tensor (the population step keeps it on the device, relnas.population)."""
         k = logits.shape[-1]
         score = logits - temperature * y
         score = (score - score.logsumexp(-1, keepdim=True)).sum(-1)
-        return score + (math.lgamma(k) + (k - 1) * math.log(temperature))
+        log_tau = temperature.log() if isinstance(temperature, Tensor) else math.log(temperature)
+        return score + (math.lgamma(k) + (k - 1) * log_tau)
 
     def sample(self, theta, temperature):
         finfo = torch.finfo(theta.dtype)

@@ -4,6 +4,8 @@ so that the dataclass stays one screen of fields."""
 from __future__ import annotations
 
 import difflib
+import math
+import os
 from typing import Any
 
 EXPERTS = {"boston": ("mlp",), "mnist": ("lenet300", "lenet5"), "cifar10": ("darts_v2", "resnet")}
@@ -105,3 +107,25 @@ def like(dataset: str) -> str:
                           + ", ".join(map(repr, names)) + suggest(dataset, names)
                           + " (or register your own: relnas.datasets.register)")
     return datasets.like(dataset)
+
+
+def check_execution(results_dir, progress, workers, recompute, wait,
+                    population: str = "eager") -> None:
+    """The notebook parameters that steer the execution of a plan (papermill passes any
+    type); ``population``: one of ``relnas.popsearch.MODES``."""
+    if results_dir is not None and (not isinstance(results_dir, (str, os.PathLike))
+                                    or not str(results_dir).strip()):
+        raise ConfigError(f"results_dir must be a folder path or None, got {results_dir!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise ConfigError(f"workers must be an integer from 1 to 64 (processes, one torch each), "
+                          f"got {workers!r}")
+    for name, value in (("progress", progress), ("recompute", recompute)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {value!r}")
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or math.isnan(wait) \
+            or wait < 0:
+        raise ConfigError(f"wait must be a number of seconds >= 0 (inf: no limit), got {wait!r}")
+    if population not in ("off", "eager", "compiled"):
+        raise ConfigError(f"population must be 'off', 'eager' or 'compiled' (how the MLP "
+                          f"searches share one step), got {population!r}"
+                          + suggest(population, ("off", "eager", "compiled")))

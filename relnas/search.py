@@ -87,9 +87,26 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
     return genotype, extras, done.history, done.seconds
 
 
-def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
-               progress: bool = False, checkpoint_interval: float = 0.0) -> Searched:
-    """The search loop, resumable from ``run_dir``'s checkpoint; returns its final state."""
+@dataclass
+class Parts:
+    """What a search runs on: the supernet, the structure, the weight prior, the bilevel
+    optimizer and the learning-rate schedule; ``modules`` is what a checkpoint holds."""
+
+    net: nn.Module
+    arch: Architecture
+    prior: WeightPrior
+    opt: BilevelOptimizer
+    sched: Any
+
+    @property
+    def modules(self) -> dict[str, Any]:
+        return {"net": self.net, "arch": self.arch, "prior": self.prior,
+                "w_optimizer": self.opt.w_optimizer, "arch_optimizer": self.opt.arch_optimizer,
+                "scheduler": self.sched}
+
+
+def build_search(cfg: Config, task: Task, device: torch.device) -> Parts:
+    """The search of ``cfg`` at its start (the supernet's weights from the global RNG)."""
     net = fast.prepare(build_supernet(cfg, task), cfg, device)
     size_prior = {"prior": cfg.prior_form, "cost_strength": cfg.prior_cost}
     options = {"dirichlet": {"beta0": cfg.beta0, "concentration": cfg.concentration,
@@ -98,9 +115,8 @@ def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
     arch = Architecture(net.arch_spec(), relaxation=make_relaxation(cfg.relaxation, **options),
                         simplex=cfg.simplex,
                         generator=torch.Generator().manual_seed(cfg.seed)).to(device)
-    (xt, yt), (xv, yv) = task.search_split("train"), task.search_split("valid")
+    (xt, _), (xv, _) = task.search_split("train"), task.search_split("valid")
     hypergradient_a = cfg.learned_precision and cfg.precision_update == "hypergradient"
-    evidence_a = cfg.learned_precision and cfg.precision_update == "evidence"
     prior = WeightPrior.from_weight_decay(net.weight_groups(), weight_decay=cfg.weight_decay,
                                           n_train=len(xt), learned=hypergradient_a).to(device)
     opt = BilevelOptimizer(
@@ -111,45 +127,73 @@ def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
         hard=cfg.hard, fd_eps=cfg.fd_eps, n_valid=len(xv), sync=fast.sync_every_step(device))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt.w_optimizer, T_max=cfg.epochs,
                                                        eta_min=cfg.w_lr_min)
-    modules = {"net": net, "arch": arch, "prior": prior, "w_optimizer": opt.w_optimizer,
-               "arch_optimizer": opt.arch_optimizer, "scheduler": sched}
+    return Parts(net, arch, prior, opt, sched)
+
+
+def epoch_batches(cfg: Config, task: Task, epoch: int):
+    """The (train, valid) batch pairs of one search epoch: the order depends on (seed, epoch)
+    only, the validation batches cycle (DARTS)."""
+    (xt, yt), (xv, yv) = task.search_split("train"), task.search_split("valid")
+    train = rdata.batches(xt, yt, cfg.batch_size, shuffle=True,
+                          generator=epoch_generator(cfg.seed, epoch, 0))
+    valid = cycle(list(rdata.batches(xv, yv, cfg.batch_size, shuffle=True,
+                                     generator=epoch_generator(cfg.seed, epoch, 1))))
+    augment = task.augmenter(epoch_generator(cfg.seed, epoch, 4, xt.device))
+    if augment is not None:  # DARTS augments both halves of the search split
+        train = ((augment(x), y) for x, y in train)
+        valid = ((augment(x), y) for x, y in valid)
+    return zip(train, valid)
+
+
+def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
+               progress: bool = False, checkpoint_interval: float = 0.0) -> Searched:
+    """The search loop, resumable from ``run_dir``'s checkpoint; returns its final state."""
+    parts = build_search(cfg, task, device)
     phase = Phase(run_dir, "search", progress, checkpoint_interval)
-    phase.restore(modules)
-    phase.extra.setdefault("trajectory", [])
-    phase.extra.setdefault("start", decisiveness(arch))
+    begin(phase, parts)
     for epoch in phase.epochs(cfg.epochs):
         start = time.perf_counter()
-        net.train()  # the end-of-epoch evaluation below switches BatchNorm to eval mode
+        parts.net.train()  # the end-of-epoch evaluation switches BatchNorm to eval mode
         tau = temperature(epoch, cfg.epochs, cfg.tau_start, cfg.tau_end, cfg.tau_schedule)
-        train = rdata.batches(xt, yt, cfg.batch_size, shuffle=True,
-                              generator=epoch_generator(cfg.seed, epoch, 0))
-        valid = cycle(list(rdata.batches(xv, yv, cfg.batch_size, shuffle=True,
-                                         generator=epoch_generator(cfg.seed, epoch, 1))))
-        augment = task.augmenter(epoch_generator(cfg.seed, epoch, 4, xt.device))
-        if augment is not None:  # DARTS augments both halves of the search split
-            train = ((augment(x), y) for x, y in train)
-            valid = ((augment(x), y) for x, y in valid)
-        stats = train_one_epoch(lambda pair: _step(opt, cfg, device, pair, tau),
-                                zip(train, valid), epoch=epoch + 1)
-        sched.step()
-        net.eval()
-        trained = time.perf_counter()
-        with torch.no_grad():
-            mean = {k: w.detach() for k, w in arch.mean().items()}
-        evaluation = task.evaluate(lambda x: net(x, mean), "valid")
-        if evidence_a:  # MacKay's fixed point for A at the epoch's weights (relnas.evidence)
-            xb, yb = next(iter(rdata.batches(xt, yt, cfg.batch_size, shuffle=True,
-                                             generator=epoch_generator(cfg.seed, epoch, 2))))
-            batch = (task.inputs(xb), yb)
-            curvature = hessian_diagonal(net, task.loss_fn, batch, mean, n_train=len(xt),
-                                         generator=epoch_generator(cfg.seed, epoch, 3))
-            evidence_update(prior, dict(net.named_parameters()), curvature)
-        phase.extra["trajectory"].append(edge_weights(arch))
-        phase.end_epoch({"tau": tau, "lr": sched.get_last_lr()[0], **stats,
-                         "valid_loss": evaluation["loss"], **_collapse_row(arch)},
-                        (start, trained, time.perf_counter()), cfg.epochs, modules)
-    return Searched(net, arch, prior, phase.history, phase.elapsed, phase.extra["trajectory"],
-                    phase.extra["start"])
+        stats = train_one_epoch(lambda pair: _step(parts.opt, cfg, device, pair, tau),
+                                epoch_batches(cfg, task, epoch), epoch=epoch + 1)
+        end_epoch(cfg, task, phase, parts, epoch, tau, stats, start)
+    return Searched(parts.net, parts.arch, parts.prior, phase.history, phase.elapsed,
+                    phase.extra["trajectory"], phase.extra["start"])
+
+
+def begin(phase: Phase, parts: Parts) -> None:
+    """Resume ``phase`` from its checkpoint, if any; note the decisiveness at the start."""
+    phase.restore(parts.modules)
+    phase.extra.setdefault("trajectory", [])
+    phase.extra.setdefault("start", decisiveness(parts.arch))
+
+
+def end_epoch(cfg: Config, task: Task, phase: Phase, parts: Parts, epoch: int, tau: float,
+              stats: dict[str, float], start: float) -> None:
+    """After the steps of ``epoch`` (begun at ``start``, by ``time.perf_counter``): the
+    schedule, the evaluation at the mean structure, the evidence update of A
+    (``precision_update="evidence"``), the history row and the checkpoint."""
+    net, arch, prior = parts.net, parts.arch, parts.prior
+    parts.sched.step()
+    net.eval()
+    trained = time.perf_counter()
+    with torch.no_grad():
+        mean = {k: w.detach() for k, w in arch.mean().items()}
+    evaluation = task.evaluate(lambda x: net(x, mean), "valid")
+    if cfg.learned_precision and cfg.precision_update == "evidence":
+        # MacKay's fixed point for A at the epoch's weights (relnas.evidence)
+        (xt, yt) = task.search_split("train")
+        xb, yb = next(iter(rdata.batches(xt, yt, cfg.batch_size, shuffle=True,
+                                         generator=epoch_generator(cfg.seed, epoch, 2))))
+        curvature = hessian_diagonal(net, task.loss_fn, (task.inputs(xb), yb), mean,
+                                     n_train=len(xt),
+                                     generator=epoch_generator(cfg.seed, epoch, 3))
+        evidence_update(prior, dict(net.named_parameters()), curvature)
+    phase.extra["trajectory"].append(edge_weights(arch))
+    phase.end_epoch({"tau": tau, "lr": parts.sched.get_last_lr()[0], **stats,
+                     "valid_loss": evaluation["loss"], **_collapse_row(arch)},
+                    (start, trained, time.perf_counter()), cfg.epochs, parts.modules)
 
 
 def _step(opt: BilevelOptimizer, cfg: Config, device: torch.device, pair, tau: float):

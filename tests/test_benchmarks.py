@@ -58,3 +58,25 @@ def test_gpu_check_script_parses_and_calls_existing_scripts():
     text = script.read_text()
     for name in ("search_step.py", "plan_cost.py"):
         assert f"benchmarks/{name}" in text and (REPO / "benchmarks" / name).is_file()
+
+
+def test_population_step_times_reference_and_population_into_json(tmp_path):
+    out = tmp_path / "pop.json"
+    proc = _script("population_step.py", "--spaces", "boston", "--orders", "1,2", "--sizes", "2",
+                   "--paths", "reference,eager", "--repeats", "1", "--warmup", "0",
+                   "--json", str(out), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["order"], r["path"]) for r in rows] == [(1, "reference"), (1, "eager"),
+                                                       (2, "reference"), (2, "eager")]
+    assert all(r["ms_per_member_step"] > 0 and r["ratio"] > 0 for r in rows)
+
+
+def test_population_plan_times_the_plans_searches(tmp_path):
+    out = tmp_path / "plan.json"
+    proc = _script("population_plan.py", "--modes", "off,eager", "--largest", "1", "--seeds",
+                   "0,1", "--epochs", "2", "--json", str(out), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["groups"] == [10] and [r["mode"] for r in result["rows"]] == ["off", "eager"]
+    assert all(r["seconds"] > 0 for r in result["rows"])

@@ -19,6 +19,8 @@ device = None                           # "cpu", "cuda", "auto"; None: the profi
 results_dir = None                      # None: env RELNAS_RESULTS or results/
 progress = False                        # tqdm progress bars
 workers = 2                             # runs in parallel processes (2 cores, 1 thread each)
+population = "eager"                    # MLP searches differing in seed / lambda share one
+                                        # vectorized step: "eager", "compiled" or "off"
 recompute = False                       # True: rerun every config even if it is stored
 
 
@@ -36,7 +38,7 @@ runs = run_experiment('boston', profile=profile, seeds=seeds, relaxations=relaxa
                       lambdas=lambdas, learned_precision=learned_precision, order=order,
                       epochs=epochs, retrain_epochs=retrain_epochs, device=device,
                       results_dir=results_dir, progress=progress, workers=workers,
-                      recompute=recompute, checkpoint_interval=10.0)
+                      population=population, recompute=recompute, checkpoint_interval=10.0)
 seed = int(runs['seed'].min())  # the figures of one seed show this one
 print(f'{len(runs)} runs')
 
