@@ -1,7 +1,8 @@
 """Command line: ``python -m relnas run|experiment|reproduce ...``.
 
 - ``run --config x.yaml --set key=value ...``: one config (same validation and results store as
-  the notebooks); prints the metrics as JSON.
+  the notebooks); prints the metrics as JSON. Under ``torchrun --nproc_per_node N`` the N
+  processes share each batch (``relnas.distributed``) and rank 0 stores and prints the run.
 - ``experiment boston --set profile=default "seeds=[0,1]" ...``: a dataset's whole plan (the GPU
   machine has no Jupyter: this is the notebook's computation without the notebook); the plan
   parameters are those of ``relnas.plans.run_experiment`` (``learned_precision``, not the
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -164,12 +166,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from relnas.store import RunLockedError
     try:
         if args.command == "run":
+            from relnas import distributed
             from relnas.experiment import run
             values = {**_load_yaml(args.config), **parse_sets(args.set)}
-            result = run(values, results_dir=args.results_dir, recompute=args.recompute,
-                         progress=args.progress, wait=args.wait)
-            print(json.dumps({**result["metrics"], "dir": str(result["dir"]),
-                              "cached": result["cached"]}, indent=2, default=str))
+            try:  # under torchrun: every process runs it, rank 0 stores and prints it
+                result = run(values, results_dir=args.results_dir, recompute=args.recompute,
+                             progress=args.progress, wait=args.wait)
+            finally:
+                distributed.close()
+            if os.environ.get("RANK", "0") == "0":
+                print(json.dumps({**result["metrics"], "dir": str(result["dir"]),
+                                  "cached": result["cached"]}, indent=2, default=str))
         elif args.command == "experiment":
             from relnas.plans import run_experiment
             from relnas.tables import format_table, summary_table

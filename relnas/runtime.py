@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from relnas import store
+from relnas import distributed, store
 from relnas.config import Config
 from relnas.devices import resolve_device
 
@@ -41,7 +41,7 @@ def setup(cfg: Config) -> torch.device:
         torch.backends.cudnn.benchmark = not cfg.deterministic
         torch.backends.cudnn.deterministic = cfg.deterministic
     seed_everything(cfg.seed)
-    return torch.device(resolve_device(cfg.device))
+    return torch.device(distributed.local_device(resolve_device(cfg.device)))
 
 
 def seed_everything(seed: int) -> None:
@@ -89,7 +89,12 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
     """The checkpoint at ``path``; None when there is none. One that cannot be read (truncated,
     overwritten: checkpoints are written atomically, so only damage from outside does this) is
-    named in a warning, renamed to ``<name>.damaged`` and the phase starts over (None)."""
+    named in a warning, renamed to ``<name>.damaged`` and the phase starts over (None). Under
+    torchrun rank 0 reads it and every rank gets its copy (``relnas.distributed.from_main``)."""
+    return distributed.from_main(lambda: _read_checkpoint(path))
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:

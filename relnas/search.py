@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from relnas import data as rdata
-from relnas import derive, fast
+from relnas import derive, distributed, fast
 from relnas.bilevel import BilevelOptimizer
 from relnas.config import Config
 from relnas.evidence import evidence_update, hessian_diagonal
@@ -108,7 +108,8 @@ def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
         w_momentum=cfg.w_momentum, w_grad_clip=cfg.grad_clip, arch_lr=cfg.arch_lr,
         arch_betas=(cfg.arch_beta1, cfg.arch_beta2), arch_weight_decay=cfg.arch_weight_decay,
         precision_lr=cfg.precision_lr, lam=cfg.lam, order=cfg.order, hvp=cfg.hvp, xi=cfg.xi,
-        hard=cfg.hard, fd_eps=cfg.fd_eps, n_valid=len(xv), sync=fast.sync_every_step(device))
+        hard=cfg.hard, fd_eps=cfg.fd_eps, n_valid=len(xv), sync=fast.sync_every_step(device),
+        collective=distributed.collective())
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt.w_optimizer, T_max=cfg.epochs,
                                                        eta_min=cfg.w_lr_min)
     modules = {"net": net, "arch": arch, "prior": prior, "w_optimizer": opt.w_optimizer,
@@ -148,6 +149,8 @@ def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
         phase.end_epoch({"tau": tau, "lr": sched.get_last_lr()[0], **stats,
                          "valid_loss": evaluation["loss"], **_collapse_row(arch)},
                         (start, trained, time.perf_counter()), cfg.epochs, modules)
+    if opt.collective is not None:  # the same structure on every rank, by construction
+        opt.collective.check_same([*arch.parameters(), *prior.parameters()], "structure")
     return Searched(net, arch, prior, phase.history, phase.elapsed, phase.extra["trajectory"],
                     phase.extra["start"])
 
