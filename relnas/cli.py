@@ -6,7 +6,7 @@
 - ``experiment boston --set profile=default "seeds=[0,1]" ...``: a dataset's whole plan (the GPU
   machine has no Jupyter: this is the notebook's computation without the notebook); the plan
   parameters are those of ``relnas.plans.run_experiment`` (``learned_precision``, not the
-  notebooks) plus any config field.
+  notebooks) plus any config field; ``--scheduler ADDRESS`` runs it on a Dask cluster.
 - ``reproduce notebooks/01_boston.ipynb ...``: execute notebooks in place with papermill, and
   write each as standalone HTML into ``figures/`` (``relnas.notebooks.export_html``).
 - ``profile boston [--profile smoke]``: every config field the profile's plan sets (those all
@@ -149,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_exp.add_argument("--wait", type=_seconds, default=None,
                        help="seconds to wait for each run another process is computing, after "
                             "the others (default: no limit)")
+    p_exp.add_argument("--scheduler", metavar="ADDRESS",
+                       help="a Dask scheduler (tcp://host:8786) whose workers run the plan into "
+                            "--results-dir, a folder they share (pip install relnas[cluster])")
     p_rep = sub.add_parser("reproduce", help="execute notebooks in place with papermill")
     p_rep.add_argument("notebooks", nargs="+")
     p_rep.add_argument("--fresh", action="store_true",
@@ -183,14 +186,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             values = {**_load_yaml(args.config), **parse_sets(args.set)}
             for name, option in (("dataset", "the dataset argument"),
                                  ("results_dir", "--results-dir"), ("progress", "--progress"),
-                                 ("wait", "--wait")):
+                                 ("wait", "--wait"), ("scheduler", "--scheduler")):
                 if name in values:
                     _input_error(f"experiment: {name} is given as {option}, not in --set or "
                                  "--config")
             if args.wait is not None:
                 values["wait"] = args.wait
             runs = run_experiment(args.dataset, results_dir=args.results_dir,
-                                  progress=args.progress, **values)
+                                  progress=args.progress, scheduler=args.scheduler, **values)
             print(format_table(summary_table(runs)).to_markdown(index=False))
         elif args.command == "profile":
             from relnas.audit import describe
