@@ -266,7 +266,7 @@ def _trained_expert(cfg: Config, run_dir: Path) -> tuple[dict, list[dict], float
     folder = Path(run_dir).parent / store.config_hash(expert.to_dict())
     if not store.finished(folder) or not (folder / TRAINED).is_file():
         return None
-    state = runtime.load_checkpoint(folder / TRAINED)
+    state = runtime.read_checkpoint(folder / TRAINED)
     if state is None:
         return None
     rows = [{**r, "phase": "train"} for r in store.read_csv(folder / store.HISTORY)
@@ -276,7 +276,7 @@ def _trained_expert(cfg: Config, run_dir: Path) -> tuple[dict, list[dict], float
 
 def _prune(cfg, task, device, run_dir, kw):
     model = fast.prepare(_expert_model(cfg, task), cfg, device)
-    trained = _trained_expert(cfg, run_dir)
+    trained = distributed.from_main(lambda: _trained_expert(cfg, run_dir))  # rank 0 reads
     if trained is None:
         _, history, train_s = train.fit(model, cfg, task, run_dir, "train", cfg.retrain_epochs,
                                         test=False, **kw)

@@ -91,10 +91,11 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     overwritten: checkpoints are written atomically, so only damage from outside does this) is
     named in a warning, renamed to ``<name>.damaged`` and the phase starts over (None). Under
     torchrun rank 0 reads it and every rank gets its copy (``relnas.distributed.from_main``)."""
-    return distributed.from_main(lambda: _read_checkpoint(path))
+    return distributed.from_main(lambda: read_checkpoint(path))
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any] | None:
+def read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """:func:`load_checkpoint` in this process alone (no broadcast)."""
     if not path.exists():
         return None
     try:

@@ -25,6 +25,9 @@ CONV = dict(dataset="mnist", space="conv", subset=64, C=2, layers=3, n_nodes=2,
 CONFIGS = {
     "mlp-1st": dict(MLP, relaxation="gumbel", lam=0.1, order=1),
     "mlp-2nd": dict(MLP, relaxation="dirichlet", lam=0.1, order=2, learned_precision=True),
+    "mlp-expert": dict(MLP, method="expert"),
+    "mlp-prune": dict(MLP, method="prune", param_budget=400),  # from the expert's weights
+    "mlp-random": dict(MLP, method="random", random_samples=2),
     "conv-1st": dict(CONV, relaxation="softmax", order=1, augment="crop_flip"),
     "conv-2nd": dict(CONV, relaxation="dirichlet", lam=0.1, order=2, epochs=1,
                      retrain_epochs=1),

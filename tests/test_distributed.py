@@ -1,11 +1,15 @@
 """Two processes under torchrun (gloo, CPU) compute what one process computes (relnas.distributed).
 
 The configs of tests/ddp_worker.py (MLP and a tiny conv cell, first and second order, learned
-A, unequal last batches, crop_flip and cutout) run end to end, search -> derive -> retrain ->
-store, in one process and in two; in float64 the per-epoch losses, structure trajectories and
-metrics agree to 1e-9 (measured: 1e-12 and below) and the genotypes are the same. In float32
-the command line run under torchrun resumes a checkpoint and agrees to 1e-5 (MLP; measured:
-3e-7).
+A, unequal last batches, crop_flip and cutout; an expert, its pruning, a random search) run end
+to end, search -> derive -> retrain ->
+store, in one process and in two. In float64 every number of history.csv and metrics.json
+agrees to 1e-9 relative (measured: 4e-12 at most, on a near-zero margin), the structure
+trajectories to 1e-9 absolute (measured: 4e-15), and the genotypes are the same. In float32 the
+command line under torchrun resumes a checkpoint and agrees to 1e-4 relative / 1e-6 absolute
+(MLP; measured: losses 1e-7, a near-zero margin 9e-6 relative). Float32 conv runs are not
+compared here: Adam's first steps follow the sign of near-zero hypergradient entries, which
+rounding flips (one process with 2 threads instead of 1 moves them as much; README).
 """
 import csv
 import json
@@ -42,24 +46,24 @@ def _numbers(rows: list[dict]) -> np.ndarray:
     return np.array([float(r[k]) for r in rows for k in r if k not in TIMES and r[k] != ""])
 
 
-def assert_same_run(one: Path, two: Path, rtol: float) -> None:
+def assert_same_run(one: Path, two: Path, rtol: float, atol: float) -> None:
     """Same history (every number but the times), metrics, structure trajectory, genotype."""
     history = [list(csv.DictReader(open(d / "history.csv"))) for d in (one, two)]
     assert [(r["phase"], r["epoch"]) for r in history[0]] == \
         [(r["phase"], r["epoch"]) for r in history[1]]
-    np.testing.assert_allclose(_numbers(history[1]), _numbers(history[0]), rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(_numbers(history[1]), _numbers(history[0]), rtol=rtol, atol=atol)
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (one, two)]
-    assert metrics[1]["genotype"] == metrics[0]["genotype"]
+    assert metrics[1].get("genotype") == metrics[0].get("genotype")
     assert metrics[1]["processes"] == 2 and "processes" not in metrics[0]
     for key, value in metrics[0].items():
         if isinstance(value, float) and not key.endswith("time_s"):
-            assert metrics[1][key] == pytest.approx(value, rel=rtol, abs=1e-12), key
+            assert metrics[1][key] == pytest.approx(value, rel=rtol, abs=atol), key
     paths = [d / "trajectory.json" for d in (one, two)]
     if paths[0].exists():
         weights = [np.array([w for epoch in json.loads(p.read_text())["epochs"]
                              for kind in sorted(epoch) for w in np.ravel(epoch[kind])])
                    for p in paths]
-        np.testing.assert_allclose(weights[1], weights[0], rtol=0, atol=rtol)
+        np.testing.assert_allclose(weights[1], weights[0], rtol=0, atol=max(rtol, atol))
     assert not list(two.glob("checkpoint_*")) and not list(two.glob(".*.tmp"))
 
 
@@ -73,12 +77,12 @@ def test_two_processes_equal_one_in_float64(tmp_path, data_dir):
     assert one.returncode == 0, out_one[-3000:]
     assert two.returncode == 0, (two.stdout + two.stderr)[-3000:]
     folders = [dict(line.split() for line in out.splitlines() if line.count(" ") == 1
-                    and line.split()[0].endswith(("1st", "2nd")))
+                    and line.split()[0].startswith(("mlp-", "conv-")))
                for out in (out_one, two.stdout)]
-    assert len(folders[0]) == 4 and len(two.stdout.splitlines()) == 4  # rank 0 alone prints
+    assert len(folders[0]) == 7 and len(two.stdout.splitlines()) == 7  # rank 0 alone prints
     for name, folder in folders[0].items():
         assert Path(folders[1][name]).name == Path(folder).name  # one config, one hash
-        assert_same_run(Path(folder), Path(folders[1][name]), rtol=1e-9)
+        assert_same_run(Path(folder), Path(folders[1][name]), rtol=1e-9, atol=1e-12)
 
 
 MLP_CLI = ["dataset=boston", "space=mlp", "readout=sum", "n_hidden=2", "width=8",
@@ -109,7 +113,7 @@ def test_command_line_under_torchrun_resumes_and_stores_once(tmp_path, monkeypat
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     printed = json.loads(out.stdout)  # one JSON document: rank 0 alone prints
     assert printed["dir"] == str(folder) and printed["cached"] is False
-    assert_same_run(Path(reference["dir"]), folder, rtol=1e-5)
+    assert_same_run(Path(reference["dir"]), folder, rtol=1e-4, atol=1e-6)
     resumed = list(csv.DictReader(open(folder / "history.csv")))[0]
     assert float(resumed["train_s"]) == pytest.approx(first["train_s"], rel=1e-12)  # not redone
 
