@@ -1,6 +1,6 @@
 """Data parallelism under ``torchrun``: one config, N processes, the result of one process.
 
-``torchrun --nproc_per_node N python -m relnas run ...`` starts N copies of the same run;
+``torchrun --nproc_per_node N -m relnas run ...`` starts N copies of the same run;
 :func:`init` joins them (NCCL on CUDA, one GPU per process by ``LOCAL_RANK``; gloo on the
 CPU). Every rank builds the same networks from the same seed and draws the same global batch
 (same shuffled order, same augmentation and cutout draws), then keeps its consecutive slice of
@@ -20,9 +20,9 @@ any number of processes and keeps its results folder.
   Gamma from the same seed, identical summed hypergradients); checked at the end of a search
   (:meth:`Collective.check_same`).
 - BatchNorm: over the global batch (:class:`GlobalBatchNorm`, SyncBatchNorm semantics), so that
-  N processes compute what one does. ``torch.nn.SyncBatchNorm`` refuses CPU tensors (it could
-  not be tested here with gloo) and has no double backward (``hvp="exact"``); this one is
-  plain autograd around an all_reduce of the per-channel sums, and runs on both devices.
+  N processes compute what one does. ``torch.nn.SyncBatchNorm`` refuses CPU tensors, so it
+  could not be tested here with gloo; this one is plain autograd around an all_reduce of the
+  per-channel sums (so double backward, ``hvp="exact"``, passes through it) on either device.
 - Files: only rank 0 writes (``relnas.store`` asks :func:`is_main`); a checkpoint is read by
   rank 0 and broadcast to all (:func:`from_main`), so every rank resumes from the same state;
   the results store is written once, by rank 0, under its lock (:func:`on_ranks`).
