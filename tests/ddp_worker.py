@@ -29,8 +29,8 @@ CONFIGS = {
     "mlp-prune": dict(MLP, method="prune", param_budget=400),  # from the expert's weights
     "mlp-random": dict(MLP, method="random", random_samples=2),
     "conv-1st": dict(CONV, relaxation="softmax", order=1, augment="crop_flip"),
-    "conv-2nd": dict(CONV, relaxation="dirichlet", lam=0.1, order=2, epochs=1,
-                     retrain_epochs=1),
+    "conv-2nd": dict(CONV, relaxation="dirichlet", lam=0.1, order=2, hvp="exact",
+                     learned_precision=True, epochs=1, retrain_epochs=1),  # double backward
 }
 
 

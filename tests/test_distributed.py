@@ -1,7 +1,7 @@
 """Two processes under torchrun (gloo, CPU) compute what one process computes (relnas.distributed).
 
 The configs of tests/ddp_worker.py (MLP and a tiny conv cell, first and second order, learned
-A, unequal last batches, crop_flip and cutout; an expert, its pruning, a random search) run end
+A, finite and exact (double backward) Hessian-vector products, unequal last batches, crop_flip and cutout; an expert, its pruning, a random search) run end
 to end, search -> derive -> retrain ->
 store, in one process and in two. In float64 every number of history.csv and metrics.json
 agrees to 1e-9 relative (measured: 4e-12 at most, on a near-zero margin), the structure
