@@ -27,8 +27,9 @@ any number of processes and keeps its results folder.
   rank 0 and broadcast to all (:func:`from_main`), so every rank resumes from the same state;
   the results store is written once, by rank 0, under its lock (:func:`on_ranks`).
 
-Not equal to one process: drop-path (``drop_path`` > 0) draws its masks per example, so each
-rank draws for its own slice; evaluation is not sharded (every rank evaluates the whole split).
+Evaluation is shared too: each rank evaluates its part of a split, the sums are added
+(``relnas.train.evaluate``). Not equal to one process: drop-path (``drop_path`` > 0) draws its
+masks per example, so each rank draws for its own slice.
 """
 from __future__ import annotations
 

@@ -146,12 +146,16 @@ def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn,
 
 @torch.no_grad()
 def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
-             task: str, batch_size: int = 1024, target_scale: float = 1.0) -> dict[str, float]:
+             task: str, batch_size: int = 1024, target_scale: float = 1.0,
+             collective: distributed.Collective | None = None) -> dict[str, float]:
     """Loss and metric of ``forward`` on (x, y), in batches.
 
     Regression: ``rmse`` in original units (``target_scale`` undoes a standardized target).
-    Classification: ``acc`` in [0, 1].
+    Classification: ``acc`` in [0, 1]. ``collective`` (torchrun): each rank evaluates its
+    contiguous part of (x, y) and the sums are added over ranks (``forward`` in eval mode).
     """
+    if collective is not None:
+        x, y = (t.tensor_split(collective.size)[collective.rank] for t in (x, y))
     loss_fn = loss_function(task)
     total, correct, n = 0.0, 0, 0
     for xb, yb in batches(x, y, batch_size, shuffle=False):
@@ -162,6 +166,9 @@ def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y
         if task == CLASSIFICATION:
             correct += (out.argmax(dim=1) == yb).sum().item()
         n += len(yb)
+    if collective is not None:
+        sums = torch.tensor([total, correct, n], dtype=torch.float64, device=y.device)
+        total, correct, n = collective.sum([sums])[0].tolist()
     mean = total / max(n, 1)
     if task == REGRESSION:
         return {"loss": mean, "rmse": math.sqrt(mean) * target_scale}
@@ -224,7 +231,7 @@ class Task:
         if mask is not None:
             x, y = x[mask], y[mask]
         return evaluate(lambda xb: forward(self.inputs(xb)), x, y, task=self.kind,
-                        target_scale=self.scale)
+                        target_scale=self.scale, collective=distributed.collective())
 
 
 # ----------------------------------------------------------------------------- retraining
