@@ -168,16 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from relnas.config import ConfigError
     from relnas.store import RunLockedError
     try:
-        if args.command == "run":
-            from relnas import distributed
+        if args.command == "run":  # under torchrun every process runs it, rank 0 prints it
             from relnas.experiment import run
             values = {**_load_yaml(args.config), **parse_sets(args.set)}
-            try:  # under torchrun: every process runs it, rank 0 stores and prints it
-                result = run(values, results_dir=args.results_dir, recompute=args.recompute,
-                             progress=args.progress, wait=args.wait)
-            finally:
-                distributed.close()
-            if os.environ.get("RANK", "0") == "0":
+            result = run(values, results_dir=args.results_dir, recompute=args.recompute,
+                         progress=args.progress, wait=args.wait)
+            if _printing():
                 print(json.dumps({**result["metrics"], "dir": str(result["dir"]),
                                   "cached": result["cached"]}, indent=2, default=str))
         elif args.command == "experiment":
@@ -194,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 values["wait"] = args.wait
             runs = run_experiment(args.dataset, results_dir=args.results_dir,
                                   progress=args.progress, scheduler=args.scheduler, **values)
-            print(format_table(summary_table(runs)).to_markdown(index=False))
+            if _printing():
+                print(format_table(summary_table(runs)).to_markdown(index=False))
         elif args.command == "profile":
             from relnas.audit import describe
             said = describe(args.dataset, args.profile)
@@ -215,4 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunLockedError as exc:
         print(f"relnas: {exc}", file=sys.stderr)
         return 3
+    finally:  # the process group of a torchrun launch, if a run joined one
+        if "relnas.distributed" in sys.modules:
+            sys.modules["relnas.distributed"].close()
     return 0
+
+
+def _printing() -> bool:
+    """Whether this process prints results: the only one, or rank 0 of a torchrun launch."""
+    return os.environ.get("RANK", "0") == "0"

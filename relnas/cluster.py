@@ -25,6 +25,7 @@ in the client (``relnas.datasets.register``) are sent along with each task.
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from typing import Any, Callable, Iterable, Iterator
 
@@ -51,6 +52,9 @@ def check(scheduler: Any, *, workers: int = 1) -> None:
     if workers != 1:
         raise ConfigError(f"workers={workers} with a scheduler: the cluster's workers run the "
                           "plan; leave workers at 1")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("a scheduler under torchrun: a cluster's task is one process; start "
+                          "the plan from a plain python process")
     dask = engine()
     if isinstance(scheduler, str):
         if not scheduler.strip():

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from relnas import distributed, store
-from relnas.config import Config
+from relnas.config import Config, ConfigError
 from relnas.devices import resolve_device
 
 # Wall-clock columns of history.csv (the only ones that differ between identical runs)
@@ -175,7 +175,11 @@ class Phase:
 def worker_pool(workers: int):
     """A pool of ``workers`` spawned processes (a context manager): spawned, not forked, so
     that each worker starts with a clean torch (threads, CUDA) state; each gets this process's
-    registered datasets (``relnas.datasets``)."""
+    registered datasets (``relnas.datasets``). Refused under torchrun (its ranks are the
+    processes there)."""
+    if distributed.requested() > 1:
+        raise ConfigError(f"workers={workers} under torchrun: the {distributed.requested()} "
+                          "processes of the launch share each run; leave workers at 1")
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 

@@ -137,6 +137,12 @@ def test_torchrun_options_are_checked_before_compute(tmp_path, monkeypatch):
     assert not (tmp_path / "boston").exists()
 
 
+def test_local_workers_are_refused_under_torchrun(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="leave workers at 1"):
+        runtime.worker_pool(2)
+
+
 def test_a_batch_smaller_than_the_processes_is_refused(monkeypatch):
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
     message = distributed.batch_problem("batch_size", 50, 101, "the search's valid split")
