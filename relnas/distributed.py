@@ -198,19 +198,19 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         var = (total[c:2 * c] + total[2 * c:3 * c] - count * mean.pow(2)).clamp_min(0) / count
         mean, var = mean.to(xf.dtype), var.to(xf.dtype)
         if self.track_running_stats:
-            self._update_running(mean.detach(), var.detach(), float(count))
+            self._update_running(mean.detach(), var.detach(), count)
         out = (xf - _channels(mean, x.dim())) * _channels(torch.rsqrt(var + self.eps), x.dim())
         if self.affine:
             out = out * _channels(self.weight, x.dim()) + _channels(self.bias, x.dim())
         return out.to(x.dtype)
 
     @torch.no_grad()
-    def _update_running(self, mean: Tensor, var: Tensor, count: float) -> None:
+    def _update_running(self, mean: Tensor, var: Tensor, count: Tensor) -> None:
         """As ``torch.nn.BatchNorm`` does: momentum, or a cumulative average (momentum None);
-        the running variance unbiased."""
+        the running variance unbiased. ``count`` stays on the device (no host sync)."""
         self.num_batches_tracked.add_(1)
         factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        unbiased = var * count / max(count - 1.0, 1.0)
+        unbiased = var * (count / (count - 1.0).clamp_min(1.0)).to(var.dtype)
         self.running_mean.mul_(1 - factor).add_(factor * mean.to(self.running_mean.dtype))
         self.running_var.mul_(1 - factor).add_(factor * unbiased.to(self.running_var.dtype))
 
