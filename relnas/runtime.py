@@ -81,6 +81,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    if not distributed.is_main():  # under torchrun rank 0 writes (the others would not either)
+        return
     buf = io.BytesIO()
     torch.save(state, buf)
     store.atomic_write_bytes(path, buf.getvalue())

@@ -148,3 +148,8 @@ def test_a_batch_smaller_than_the_processes_is_refused(monkeypatch):
     message = distributed.batch_problem("batch_size", 50, 101, "the search's valid split")
     assert "batch_size=50" in message and "a batch of 1" in message
     assert distributed.batch_problem("batch_size", 64, 301, "x") is None  # 45 = 23 + 22
+
+
+def test_the_scaling_script_parses():
+    script = ROOT / "benchmarks" / "ddp_scaling.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
