@@ -20,6 +20,10 @@ First order: ``W* = W`` (xi = 0). Second order (DARTS, one unrolled step)::
 the mixed product by central differences ``[dL/dphi(W + eps v) - dL/dphi(W - eps v)] / (2 eps)``,
 ``eps = fd_eps / ||v||`` (DARTS), or exactly by double backward. Q depends on A only through W',
 so learned precisions need ``order=2`` and ``xi > 0``.
+
+Under torchrun (``collective``, ``relnas.distributed``) a step gets the global batches and keeps
+this rank's slice; each gradient is summed over ranks where the one-process step uses it: the
+virtual step's dL/dW, ``v`` with dQ/dGamma at W', the mixed product, and dL/dW.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from relnas.distributed import Collective
 from relnas.prior import WeightPrior
 from relnas.relax import Architecture
 
@@ -97,6 +102,7 @@ class BilevelOptimizer:
     ``sync``: False keeps the step free of host synchronization (the GPU path, relnas.fast): the
     numbers it reports stay 0-d tensors on the device and no update is skipped on a non-finite
     number; the caller checks them once per epoch (``relnas.train.train_one_epoch``).
+    ``collective``: the ranks of a torchrun launch (None: one process; module docstring).
     """
 
     def __init__(self, net: nn.Module, arch: Architecture, prior: WeightPrior,
@@ -105,13 +111,14 @@ class BilevelOptimizer:
                  arch_lr: float = 3e-4, arch_betas: tuple[float, float] = (0.5, 0.999),
                  arch_weight_decay: float = 1e-3, precision_lr: float = 1e-2, lam: float = 0.0,
                  order: int = 1, hvp: str = "finite", xi: float | None = None,
-                 hard: bool = False, fd_eps: float = 0.01, n_valid: int = 1, sync: bool = True):
+                 hard: bool = False, fd_eps: float = 0.01, n_valid: int = 1, sync: bool = True,
+                 collective: Collective | None = None):
         _check_options(net, arch, prior, n_train=n_train, lam=lam, order=order, hvp=hvp, xi=xi)
         self.net, self.arch, self.prior, self.loss_fn = net, arch, prior, loss_fn
         if n_valid < 1:
             raise ValueError(f"n_valid must be >= 1, got {n_valid}")
         self.n_train, self.w_grad_clip, self.lam = n_train, w_grad_clip, lam
-        self.n_valid, self.sync = n_valid, sync
+        self.n_valid, self.sync, self.collective = n_valid, sync, collective
         self.order, self.hvp, self.xi, self.hard, self.fd_eps = order, hvp, xi, hard, fd_eps
         # foreach: one multi-tensor kernel per update instead of a Python loop over tensors
         self.w_optimizer = torch.optim.SGD(net.parameters(), lr=w_lr, momentum=w_momentum,
@@ -144,9 +151,29 @@ class BilevelOptimizer:
     def current_xi(self) -> float:
         return self.w_optimizer.param_groups[0]["lr"] if self.xi is None else self.xi
 
+    # --- several processes (relnas.distributed) --------------------------------------------
+    def _shard(self, batch: Batch) -> tuple[Batch, float]:
+        """This rank's slice of a global batch and its share of it (all of it in one process)."""
+        if self.collective is None:
+            return batch, 1.0
+        x, y, share = self.collective.split(*batch)
+        return (x, y), share
+
+    def _global(self, loss: Tensor, wrt: Sequence[Tensor], share: float,
+                report: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
+        """``d loss / d wrt`` and ``report`` (default ``loss``) over the global batch: this rank's
+        parts weighted by its ``share``, summed over ranks in one all_reduce."""
+        report = loss if report is None else report
+        if self.collective is None:
+            return _grads(loss, wrt), report
+        *grads, total = self.collective.sum(_grads(loss * share, wrt)
+                                            + [(report.detach() * share).reshape(1)])
+        return grads, total.reshape(())
+
     # --- outer level -----------------------------------------------------------------------
-    def _hypergradient(self, train_batch: Batch, valid_batch: Batch,
-                       temperature: float) -> tuple[list[Tensor], dict[str, float]]:
+    def _hypergradient(self, train_batch: Batch, valid_batch: Batch, temperature: float,
+                       shares: tuple[float, float] = (1.0, 1.0)
+                       ) -> tuple[list[Tensor], dict[str, float]]:
         """Gradients of Q for ``self._outer`` and stats. One draw of Gamma serves the unrolled
         train loss and the valid loss; the loss gradient is taken in the dense weights and then
         chained through the sampler (plus ``lam * dR/dtheta``)."""
@@ -158,9 +185,10 @@ class BilevelOptimizer:
                 nll = self._valid_nll(weights, valid_batch, gamma)
             else:  # the net's own weights: autograd.grad in gamma computes no weight gradients
                 nll = self.loss_fn(self.net(valid_batch[0], gamma), valid_batch[1])
-            d_gamma, d_log_a = _grads(nll, list(gamma.values())), []
+            (d_gamma, nll), d_log_a = self._global(nll, list(gamma.values()), shares[1]), []
         else:
-            nll, d_gamma, d_log_a = self._unrolled(weights, train_batch, valid_batch, gamma)
+            nll, d_gamma, d_log_a = self._unrolled(weights, train_batch, valid_batch, gamma,
+                                                   shares)
         surrogate = sum((sample[k] * d).sum() for k, d in zip(gamma, d_gamma))
         stats = {"loss_valid": self._number(nll)}
         if self.lam != 0.0:  # lam = 0: R is never evaluated, so it cannot leak in (e.g. 0 * inf)
@@ -171,23 +199,27 @@ class BilevelOptimizer:
         stats["hypergrad_norm"] = self._number(_norm(grads))
         return grads, stats
 
-    def _unrolled(self, weights: Params, train_batch: Batch, valid_batch: Batch, gamma):
+    def _unrolled(self, weights: Params, train_batch: Batch, valid_batch: Batch, gamma,
+                  shares: tuple[float, float] = (1.0, 1.0)):
         """Second order: ``(Q at W', dQ/dGamma, [dQ/dlog A])`` with ``W' = W - xi dL/dW``."""
         xi = self.current_xi()
         leaves = {n: w.requires_grad_() for n, w in _detached(weights).items()}
         loss, _, _ = self._train_loss(leaves, train_batch, _detached(gamma))
-        step = _grads(loss, list(leaves.values()))
+        step, _ = self._global(loss, list(leaves.values()), shares[0])
         unrolled = {n: (w - xi * g).requires_grad_() for (n, w), g in zip(weights.items(), step)}
         nll = self._valid_nll(unrolled, valid_batch, gamma)
-        direct = _grads(nll, list(unrolled.values()) + list(gamma.values()))
+        direct, nll = self._global(nll, list(unrolled.values()) + list(gamma.values()), shares[1])
         v = dict(zip(unrolled, direct[:len(unrolled)]))
         wrt = list(gamma.values()) + ([self.prior.log_precision] if self.prior.learned else [])
-        loss_at = lambda w: self._train_loss(w, train_batch, gamma)[0]  # noqa: E731
+        part = 1.0 if self.collective is None else shares[0]  # summed over ranks below
+        loss_at = lambda w: self._train_loss(w, train_batch, gamma)[0] * part  # noqa: E731
         if self.hvp == "exact":
             mixed = mixed_product_exact(loss_at, weights, v, wrt)
         else:
             mixed = mixed_product_finite(loss_at, weights, v, wrt, fd_eps=self.fd_eps,
                                          sync=self.sync)
+        if self.collective is not None:
+            mixed = self.collective.sum(mixed)
         d_gamma = [d - xi * m for d, m in zip(direct[len(unrolled):], mixed)]
         return nll, d_gamma, [-xi * m for m in mixed[len(gamma):]]
 
@@ -195,7 +227,8 @@ class BilevelOptimizer:
                       temperature: float = 1.0) -> dict[str, Tensor]:
         """``dQ/dtheta`` (keys ``arch.<name>``) and, when learned, ``dQ/dlog A``
         (``prior.log_precision``), without stepping. Draws one sample of Gamma."""
-        grads, _ = self._hypergradient(train_batch, valid_batch, temperature)
+        (train_batch, t_share), (valid_batch, v_share) = map(self._shard, (train_batch, valid_batch))
+        grads, _ = self._hypergradient(train_batch, valid_batch, temperature, (t_share, v_share))
         names = [f"arch.{n}" for n, _ in self.arch.named_parameters()]
         names += ["prior.log_precision"] if self.prior.learned else []
         return dict(zip(names, grads))
@@ -212,7 +245,9 @@ class BilevelOptimizer:
         already taken). Either way the numbers computed so far are returned, for the caller's
         guard to stop on.
         """
-        grads, stats = self._hypergradient(train_batch, valid_batch, temperature)
+        (train_batch, t_share), (valid_batch, v_share) = map(self._shard, (train_batch, valid_batch))
+        grads, stats = self._hypergradient(train_batch, valid_batch, temperature,
+                                           (t_share, v_share))
         if self.sync and not _finite(stats):
             return stats
         for p, g in zip(self._outer, grads):
@@ -224,8 +259,7 @@ class BilevelOptimizer:
         params = dict(self.net.named_parameters())
         nll = self.loss_fn(self.net(train_batch[0], dict(weights)), train_batch[1])
         penalty = self.prior.penalty(params) / self.n_train
-        loss = nll + penalty
-        w_grads = _grads(loss, list(params.values()))
+        w_grads, nll = self._global(nll + penalty, list(params.values()), t_share, report=nll)
         clip = math.inf if self.w_grad_clip is None else self.w_grad_clip
         for p, g in zip(params.values(), w_grads):
             p.grad = g

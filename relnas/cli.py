@@ -1,11 +1,12 @@
 """Command line: ``python -m relnas run|experiment|reproduce ...``.
 
 - ``run --config x.yaml --set key=value ...``: one config (same validation and results store as
-  the notebooks); prints the metrics as JSON.
+  the notebooks); prints the metrics as JSON. Under ``torchrun --nproc_per_node N`` the N
+  processes share each batch (``relnas.distributed``) and rank 0 stores and prints the run.
 - ``experiment boston --set profile=default "seeds=[0,1]" ...``: a dataset's whole plan (the GPU
   machine has no Jupyter: this is the notebook's computation without the notebook); the plan
   parameters are those of ``relnas.plans.run_experiment`` (``learned_precision``, not the
-  notebooks) plus any config field.
+  notebooks) plus any config field; ``--scheduler ADDRESS`` runs it on a Dask cluster.
 - ``reproduce notebooks/01_boston.ipynb ...``: execute notebooks in place with papermill, and
   write each as standalone HTML into ``figures/`` (``relnas.notebooks.export_html``).
 - ``profile boston [--profile smoke]``: every config field the profile's plan sets (those all
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -147,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_exp.add_argument("--wait", type=_seconds, default=None,
                        help="seconds to wait for each run another process is computing, after "
                             "the others (default: no limit)")
+    p_exp.add_argument("--scheduler", metavar="ADDRESS",
+                       help="a Dask scheduler (tcp://host:8786) whose workers run the plan into "
+                            "--results-dir, a folder they share (pip install relnas[cluster])")
     p_rep = sub.add_parser("reproduce", help="execute notebooks in place with papermill")
     p_rep.add_argument("notebooks", nargs="+")
     p_rep.add_argument("--fresh", action="store_true",
@@ -163,28 +168,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     from relnas.config import ConfigError
     from relnas.store import RunLockedError
     try:
-        if args.command == "run":
+        if args.command == "run":  # under torchrun every process runs it, rank 0 prints it
             from relnas.experiment import run
             values = {**_load_yaml(args.config), **parse_sets(args.set)}
             result = run(values, results_dir=args.results_dir, recompute=args.recompute,
                          progress=args.progress, wait=args.wait)
-            print(json.dumps({**result["metrics"], "dir": str(result["dir"]),
-                              "cached": result["cached"]}, indent=2, default=str))
+            if _printing():
+                print(json.dumps({**result["metrics"], "dir": str(result["dir"]),
+                                  "cached": result["cached"]}, indent=2, default=str))
         elif args.command == "experiment":
             from relnas.plans import run_experiment
             from relnas.tables import format_table, summary_table
             values = {**_load_yaml(args.config), **parse_sets(args.set)}
             for name, option in (("dataset", "the dataset argument"),
                                  ("results_dir", "--results-dir"), ("progress", "--progress"),
-                                 ("wait", "--wait")):
+                                 ("wait", "--wait"), ("scheduler", "--scheduler")):
                 if name in values:
                     _input_error(f"experiment: {name} is given as {option}, not in --set or "
                                  "--config")
             if args.wait is not None:
                 values["wait"] = args.wait
             runs = run_experiment(args.dataset, results_dir=args.results_dir,
-                                  progress=args.progress, **values)
-            print(format_table(summary_table(runs)).to_markdown(index=False))
+                                  progress=args.progress, scheduler=args.scheduler, **values)
+            if _printing():
+                print(format_table(summary_table(runs)).to_markdown(index=False))
         elif args.command == "profile":
             from relnas.audit import describe
             said = describe(args.dataset, args.profile)
@@ -205,4 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunLockedError as exc:
         print(f"relnas: {exc}", file=sys.stderr)
         return 3
+    finally:  # the process group of a torchrun launch, if a run joined one
+        if "relnas.distributed" in sys.modules:
+            sys.modules["relnas.distributed"].close()
     return 0
+
+
+def _printing() -> bool:
+    """Whether this process prints results: the only one, or rank 0 of a torchrun launch."""
+    return os.environ.get("RANK", "0") == "0"

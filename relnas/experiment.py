@@ -25,8 +25,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from relnas import fast, nets, runtime, search, store, train
+from relnas import distributed, fast, nets, runtime, search, store, train
 from relnas.config import Config, ConfigError, make_config
+from relnas.devices import resolve_device
 
 
 def run(cfg: Config | Mapping[str, Any], *, results_dir: str | Path | None = None,
@@ -34,24 +35,40 @@ def run(cfg: Config | Mapping[str, Any], *, results_dir: str | Path | None = Non
         checkpoint_interval: float = 0.0, resume: bool = False) -> dict[str, Any]:
     """Run (or load) ``cfg``; returns ``{"config", "metrics", "history", "dir", "cached"}``.
 
-    ``resume``: with ``recompute``, keep the checkpoints in the run folder (written by this
-    plan's population search, relnas.popsearch) instead of starting from scratch.
-
     ``checkpoint_interval``: seconds between checkpoints (0: after every epoch; the last epoch
     of each phase is always saved). ``wait``: seconds to wait for another process computing
-    the same config before giving up with ``RunLockedError``.
+    the same config before giving up with ``RunLockedError``. Under ``torchrun`` every process
+    computes the run on its slice of each batch and rank 0 stores it (``relnas.distributed``).
+    ``resume``: with ``recompute``, keep the checkpoints in the run folder (written by this
+    plan's population search, relnas.popsearch) instead of starting from scratch.
     """
     # A Config built directly (``Config(epochs=0)``) skipped make_config: validate it too.
     cfg = make_config(**(cfg.to_dict() if isinstance(cfg, Config) else cfg))
+    if (problem := distributed.problem(cfg.device, cfg.compile)) is not None:
+        raise ConfigError(problem)
     results = store.ResultsStore(results_dir)
+    distributed.init(resolve_device(cfg.device))  # under torchrun only (relnas.distributed)
+
+    def work(folder: Path, fresh: bool):
+        return compute(cfg, folder, progress=progress and distributed.is_main(),
+                       checkpoint_interval=checkpoint_interval, fresh=fresh)
+
+    fresh = recompute and not resume  # resume: a population searched it (relnas.popsearch)
+
+    if distributed.world_size() > 1:  # every rank computes, rank 0 alone stores
+        return distributed.on_ranks(
+            lambda start: _stored(cfg, results, start, recompute, wait, fresh), work)
+    return _stored(cfg, results, work, recompute, wait, fresh)
+
+
+def _stored(cfg: Config, results: store.ResultsStore, work, recompute: bool,
+            wait: float, fresh: bool) -> dict[str, Any]:
+    """The stored result of ``cfg``, computed with ``work(folder, fresh)`` when missing."""
     if not recompute and (hit := results.load(cfg.dataset, cfg.to_dict())) is not None:
         _drop_checkpoints(Path(hit["dir"]), results.root)  # left by a process that died late
         return {**hit, "cached": True}
     check_results_dir(results)
-    result = results.run(cfg.dataset, cfg.to_dict(),
-                         lambda folder: compute(cfg, folder, progress=progress,
-                                                checkpoint_interval=checkpoint_interval,
-                                                fresh=recompute and not resume),
+    result = results.run(cfg.dataset, cfg.to_dict(), lambda folder: work(folder, fresh),
                          recompute=recompute, wait=wait)
     if not result["cached"]:  # finished: the checkpoints only served resuming
         _drop_checkpoints(Path(result["dir"]), results.root)
@@ -86,6 +103,7 @@ def compute(cfg: Config, run_dir: Path, *, progress: bool = False,
             checkpoint.unlink()
     device = runtime.setup(cfg)
     task = train.Task(cfg, device)
+    _check_batches(cfg, task)
     method = {"expert": _expert, "search": _search, "random": _random, "prune": _prune,
               "exhaustive": _exhaustive}
     kw = {"progress": progress, "checkpoint_interval": checkpoint_interval}
@@ -94,7 +112,24 @@ def compute(cfg: Config, run_dir: Path, *, progress: bool = False,
                    torch_version=torch.__version__, n_train=task.n_train,
                    search_time_s=times[0], retrain_time_s=times[1],
                    total_time_s=times[0] + times[1])
+    if distributed.world_size() > 1:  # (absent in one process: stored metrics stay as they were)
+        metrics["processes"] = distributed.world_size()
     return metrics, history
+
+
+def _check_batches(cfg: Config, task: train.Task) -> None:
+    """Under torchrun: every batch must have an example for every process (before compute)."""
+    checks = [("retrain_batch", cfg.retrain_batch, task.n_train, "the training split")]
+    searched = {s: len(task.search_split(s)[0]) for s in ("train", "valid")}
+    if cfg.method == "search":
+        checks += [("batch_size", cfg.batch_size, n, f"the search's {s} split")
+                   for s, n in searched.items()]
+    if cfg.method == "random":
+        checks.append(("retrain_batch", cfg.retrain_batch, searched["train"],
+                       "the search's train split"))
+    for check in checks:
+        if (problem := distributed.batch_problem(*check)) is not None:
+            raise ConfigError(problem)
 
 
 # The trained weights of an expert run, kept beside it (not in git) so that magnitude pruning of
@@ -235,7 +270,7 @@ def _trained_expert(cfg: Config, run_dir: Path) -> tuple[dict, list[dict], float
     folder = Path(run_dir).parent / store.config_hash(expert.to_dict())
     if not store.finished(folder) or not (folder / TRAINED).is_file():
         return None
-    state = runtime.load_checkpoint(folder / TRAINED)
+    state = runtime.read_checkpoint(folder / TRAINED)
     if state is None:
         return None
     rows = [{**r, "phase": "train"} for r in store.read_csv(folder / store.HISTORY)
@@ -245,7 +280,7 @@ def _trained_expert(cfg: Config, run_dir: Path) -> tuple[dict, list[dict], float
 
 def _prune(cfg, task, device, run_dir, kw):
     model = fast.prepare(_expert_model(cfg, task), cfg, device)
-    trained = _trained_expert(cfg, run_dir)
+    trained = distributed.from_main(lambda: _trained_expert(cfg, run_dir))  # rank 0 reads
     if trained is None:
         _, history, train_s = train.fit(model, cfg, task, run_dir, "train", cfg.retrain_epochs,
                                         test=False, **kw)

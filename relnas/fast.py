@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from relnas.config import Config
+from relnas.distributed import sync_batchnorm
 from relnas.runtime import place
 
 
@@ -42,8 +43,9 @@ def sync_every_step(device: torch.device | str) -> bool:
 
 def prepare(module: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
     """``module`` placed on ``device`` (``relnas.runtime.place``), in channels-last layout and
-    compiled when ``cfg`` asks."""
-    module = place(module, device, channels_last=cfg.channels_last)
+    compiled when ``cfg`` asks; under torchrun its BatchNorm over the global batch
+    (``relnas.distributed``)."""
+    module = place(sync_batchnorm(module), device, channels_last=cfg.channels_last)
     if cfg.compile:
         module.compile()
     return module

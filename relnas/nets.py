@@ -13,7 +13,7 @@
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -288,13 +288,13 @@ def build_expert(name: str, in_shape: tuple[int, ...], out_dim: int, **conv_opti
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                          batch_size: int) -> int:
+                          batch_size: int, shard: Callable | None = None) -> int:
     """Precise BatchNorm statistics (pycls' PreciseBN; Wu & Johnson 2021): reset the running
     mean and variance of every BatchNorm layer and set them to the average of the batch
     statistics over ``x`` (in order, batches of ``batch_size``), with the weights fixed.
-
     The moving average of training lags behind weights that move fast (short trainings).
     Drop-path is off during the pass; the model is left in eval mode. Returns the layer count.
+    ``shard(x, y)``: each batch cut to this process's slice first (``relnas.distributed``).
     """
     layers = [m for m in model.modules()
               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
@@ -309,8 +309,8 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         if drop is not None:
             model.drop_path_prob = 0.0
         model.train()
-        for xb, _ in batches(x, y, batch_size, shuffle=False):
-            model(xb)
+        for xb, yb in batches(x, y, batch_size, shuffle=False):
+            model(xb if shard is None else shard(xb, yb)[0])
     finally:
         for m, momentum in zip(layers, momenta):
             m.momentum = momentum

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 import yaml
 
-from relnas import datasets, popsearch, store
+from relnas import cluster, datasets, popsearch, store
 from relnas.config import RELAXATIONS, Config, ConfigError, make_config
 from relnas.rules import check_execution
 from relnas.experiment import check_results_dir, run
@@ -67,7 +67,6 @@ def _check_grid(seeds: Sequence[int], lambdas: Sequence[float], relaxations: Seq
         if name not in RELAXATIONS or name == "softmax":
             raise ConfigError(f"relaxations: {name!r} is not a prior relaxation; allowed: "
                               "'dirichlet', 'gumbel' (softmax is the DARTS baseline, always run)")
-
 
 
 # Fields of the MLP search space and its search that an expert (and its pruning) never reads:
@@ -217,7 +216,7 @@ def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
     ``workers`` > 1 runs configs in that many separate processes (spawned, so each has its own
     torch threads): on 2 cores, 2 workers with ``threads=1`` configs halve the wall time of
     small runs. Each run's own times are measured inside its process. ``pool``: an open
-    :func:`worker_pool` to use instead of starting one (each start imports torch again).
+    :func:`worker_pool` or a cluster's (``relnas.cluster.pool``) instead of starting one.
 
     ``population``: the MLP searches that differ only in seed and lambda first run together
     as populations (``relnas.popsearch``; ``"eager"`` vmap, ``"compiled"`` also under
@@ -236,7 +235,7 @@ def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
                                     workers=workers, checkpoint_interval=checkpoint_interval)
     kws = [{**kw, "resume": store.config_hash(c.to_dict()) in searched} for c in configs]
     rows: list[dict[str, Any] | None] = [None] * len(configs)
-    if pool is not None and len(configs) > 1:
+    if pool is not None:
         # Costly runs first, so that no worker is left with a long run at the end.
         order = sorted(range(len(configs)), key=lambda i: _cost_rank(configs[i]))
         done = pool.map(_run_row, [configs[i] for i in order], [kws[i] for i in order])
@@ -267,13 +266,13 @@ def _progress(items, enabled: bool, total: int):
     return tqdm(items, desc="runs", total=total)
 
 
-
 def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
                    relaxations=("dirichlet", "gumbel"), lambdas=LAMBDAS,
                    learned_precision=(False, True), order: int = 1, conv_cell: bool = True,
                    results_dir=None, progress: bool = False, checkpoint_interval: float = 0.0,
                    workers: int = 1, recompute: bool = False, wait: float = math.inf,
-                   population: str = "eager", **overrides: Any) -> pd.DataFrame:
+                   population: str = "eager", scheduler=None,
+                   **overrides: Any) -> pd.DataFrame:
     """Plan, validate, run every method of one dataset (the matched-size baselines last,
     :func:`matched_plan`); the runs table.
 
@@ -282,9 +281,12 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
     the same configs are reused unless ``recompute``. ``results_dir=None``: see
     :func:`profile_results_dir`. ``wait``: seconds to wait for each run another process is
     computing, after the others; ``population``: how the MLP searches share a step
-    (:func:`run_all`).
+    (:func:`run_all`). ``scheduler``: a Dask scheduler's address (or client, cluster) that
+    runs the plan (``relnas.cluster``; ``results_dir`` then shared).
     """
     check_execution(results_dir, progress, workers, recompute, wait, population)
+    if scheduler is not None:
+        cluster.check(scheduler, workers=workers)
     configs = _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
                              order, conv_cell, overrides)
     results_dir = profile_results_dir(profile, results_dir)
@@ -294,8 +296,11 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
     kw = {"results_dir": results_dir, "progress": progress, "recompute": recompute,
           "checkpoint_interval": checkpoint_interval, "workers": workers, "wait": wait,
           "population": population}
+    if scheduler is not None:  # the workers get a path, the same for all of them
+        kw["results_dir"] = store.results_root(results_dir).absolute()
     # one pool for both rounds (each start of a pool imports torch in every worker again)
-    with worker_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+    with cluster.pool(scheduler) if scheduler is not None else worker_pool(workers) \
+            if workers > 1 else contextlib.nullcontext() as pool:
         runs = run_all(configs, pool=pool, **kw)
         matched = matched_plan(runs, base_config(dataset, profile, **overrides))
         return pd.concat([runs, run_all(matched, pool=pool, **kw)], ignore_index=True)

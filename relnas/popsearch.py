@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from relnas import runtime, search, store
+from relnas import distributed, runtime, search, store
 from relnas.config import Config
 from relnas.population import Population
 from relnas.relax import temperature
@@ -240,7 +240,7 @@ def run_groups(configs: Sequence[Config], *, results_dir=None, mode: str = "eage
                recompute: bool = False, progress: bool = False, pool=None,
                workers: int = 1, checkpoint_interval: float = 0.0) -> set[str]:
     """Search every population of ``configs`` (in ``pool`` when given); the hashes searched."""
-    if mode == "off":
+    if mode == "off" or distributed.requested() > 1:  # under torchrun: one run at a time
         return set()
     found = groups(configs, store.ResultsStore(results_dir), recompute=recompute,
                    parts=workers if pool is not None else 1)

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from relnas import store
-from relnas.config import Config
+from relnas import distributed, store
+from relnas.config import Config, ConfigError
 from relnas.devices import resolve_device
 
 # Wall-clock columns of history.csv (the only ones that differ between identical runs)
@@ -41,7 +41,7 @@ def setup(cfg: Config) -> torch.device:
         torch.backends.cudnn.benchmark = not cfg.deterministic
         torch.backends.cudnn.deterministic = cfg.deterministic
     seed_everything(cfg.seed)
-    return torch.device(resolve_device(cfg.device))
+    return torch.device(distributed.local_device(resolve_device(cfg.device)))
 
 
 def seed_everything(seed: int) -> None:
@@ -81,6 +81,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    if not distributed.is_main():  # under torchrun rank 0 writes (the others would not either)
+        return
     buf = io.BytesIO()
     torch.save(state, buf)
     store.atomic_write_bytes(path, buf.getvalue())
@@ -89,7 +91,13 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
     """The checkpoint at ``path``; None when there is none. One that cannot be read (truncated,
     overwritten: checkpoints are written atomically, so only damage from outside does this) is
-    named in a warning, renamed to ``<name>.damaged`` and the phase starts over (None)."""
+    named in a warning, renamed to ``<name>.damaged`` and the phase starts over (None). Under
+    torchrun rank 0 reads it and every rank gets its copy (``relnas.distributed.from_main``)."""
+    return distributed.from_main(lambda: read_checkpoint(path))
+
+
+def read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """:func:`load_checkpoint` in this process alone (no broadcast)."""
     if not path.exists():
         return None
     try:
@@ -169,7 +177,11 @@ class Phase:
 def worker_pool(workers: int):
     """A pool of ``workers`` spawned processes (a context manager): spawned, not forked, so
     that each worker starts with a clean torch (threads, CUDA) state; each gets this process's
-    registered datasets (``relnas.datasets``)."""
+    registered datasets (``relnas.datasets``). Refused under torchrun (its ranks are the
+    processes there)."""
+    if distributed.requested() > 1:
+        raise ConfigError(f"workers={workers} under torchrun: the {distributed.requested()} "
+                          "processes of the launch share each run; leave workers at 1")
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 

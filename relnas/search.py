@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from relnas import data as rdata
-from relnas import derive, fast
+from relnas import derive, distributed, fast
 from relnas.bilevel import BilevelOptimizer
 from relnas.config import Config
 from relnas.evidence import evidence_update, hessian_diagonal
@@ -124,7 +124,8 @@ def build_search(cfg: Config, task: Task, device: torch.device) -> Parts:
         w_momentum=cfg.w_momentum, w_grad_clip=cfg.grad_clip, arch_lr=cfg.arch_lr,
         arch_betas=(cfg.arch_beta1, cfg.arch_beta2), arch_weight_decay=cfg.arch_weight_decay,
         precision_lr=cfg.precision_lr, lam=cfg.lam, order=cfg.order, hvp=cfg.hvp, xi=cfg.xi,
-        hard=cfg.hard, fd_eps=cfg.fd_eps, n_valid=len(xv), sync=fast.sync_every_step(device))
+        hard=cfg.hard, fd_eps=cfg.fd_eps, n_valid=len(xv), sync=fast.sync_every_step(device),
+        collective=distributed.collective())
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt.w_optimizer, T_max=cfg.epochs,
                                                        eta_min=cfg.w_lr_min)
     return Parts(net, arch, prior, opt, sched)
@@ -158,6 +159,9 @@ def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
         stats = train_one_epoch(lambda pair: _step(parts.opt, cfg, device, pair, tau),
                                 epoch_batches(cfg, task, epoch), epoch=epoch + 1)
         end_epoch(cfg, task, phase, parts, epoch, tau, stats, start)
+    if parts.opt.collective is not None:  # the same structure on every rank, by construction
+        parts.opt.collective.check_same([*parts.arch.parameters(), *parts.prior.parameters()],
+                                        "structure")
     return Searched(parts.net, parts.arch, parts.prior, phase.history, phase.elapsed,
                     phase.extra["trajectory"], phase.extra["start"])
 

@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -49,8 +50,11 @@ def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+    Under torchrun only rank 0 writes: the other ranks compute the same files and skip this."""
     path = Path(path)
+    if not _writer():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -65,6 +69,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _writer() -> bool:
+    """False on the ranks > 0 of a torchrun launch (``relnas.distributed``); a process that
+    never imported torch.distributed has no ranks, and does not import torch here."""
+    if "torch.distributed" not in sys.modules:
+        return True
+    from relnas.distributed import is_main
+    return is_main()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from relnas import datasets, fast
+from relnas import datasets, distributed, fast
 from relnas.augment import augmenter, cutout
 from relnas.config import Config
 from relnas.data import batches, channel_stats, normalize
@@ -95,7 +95,8 @@ def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn,
                     generator: torch.Generator | None = None,
                     masks: Mapping[str, torch.Tensor] | None = None,
                     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                    autocast=contextlib.nullcontext, sync: bool = True) -> Callable:
+                    autocast=contextlib.nullcontext, sync: bool = True,
+                    collective: distributed.Collective | None = None) -> Callable:
     """A step function for :func:`train_one_epoch`: one SGD/Adam step of ``model``.
 
     ``aux_weight`` > 0 expects ``model`` to return ``(logits, aux_logits)`` in training mode
@@ -103,6 +104,8 @@ def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn,
     ``augment`` maps each input batch first (``Task.augmenter``), then cutout applies;
     ``autocast()`` wraps the forward pass (``relnas.fast``); ``sync=False`` reports the loss
     and gradient norm as device tensors (read once per epoch by :func:`train_one_epoch`).
+    ``collective`` (torchrun): the step keeps this rank's slice of the augmented global batch,
+    weights its loss by its share and sums the gradients over ranks before clipping.
     """
     named = dict(model.named_parameters())
 
@@ -113,6 +116,9 @@ def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn,
             x = augment(x)
         if cutout_size:
             x = cutout(x, cutout_size, generator)
+        share = 1.0
+        if collective is not None:
+            x, y, share = collective.split(x, y)
         with autocast():
             out = model(x)
             aux = None
@@ -122,7 +128,9 @@ def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn,
             total = loss + aux_weight * loss_fn(aux, y) if aux is not None and aux_weight > 0 \
                 else loss
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        (total if collective is None else total * share).backward()
+        if collective is not None:
+            loss = collective.sum_grads(model.parameters(), loss.detach() * share)
         norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float("inf"))
         optimizer.step()
         if masks:
@@ -138,12 +146,16 @@ def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn,
 
 @torch.no_grad()
 def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
-             task: str, batch_size: int = 1024, target_scale: float = 1.0) -> dict[str, float]:
+             task: str, batch_size: int = 1024, target_scale: float = 1.0,
+             collective: distributed.Collective | None = None) -> dict[str, float]:
     """Loss and metric of ``forward`` on (x, y), in batches.
 
     Regression: ``rmse`` in original units (``target_scale`` undoes a standardized target).
-    Classification: ``acc`` in [0, 1].
+    Classification: ``acc`` in [0, 1]. ``collective`` (torchrun): each rank evaluates its
+    contiguous part of (x, y) and the sums are added over ranks (``forward`` in eval mode).
     """
+    if collective is not None:
+        x, y = (t.tensor_split(collective.size)[collective.rank] for t in (x, y))
     loss_fn = loss_function(task)
     total, correct, n = 0.0, 0, 0
     for xb, yb in batches(x, y, batch_size, shuffle=False):
@@ -154,6 +166,9 @@ def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y
         if task == CLASSIFICATION:
             correct += (out.argmax(dim=1) == yb).sum().item()
         n += len(yb)
+    if collective is not None:
+        sums = torch.tensor([total, correct, n], dtype=torch.float64, device=y.device)
+        total, correct, n = collective.sum([sums])[0].tolist()
     mean = total / max(n, 1)
     if task == REGRESSION:
         return {"loss": mean, "rmse": math.sqrt(mean) * target_scale}
@@ -216,7 +231,7 @@ class Task:
         if mask is not None:
             x, y = x[mask], y[mask]
         return evaluate(lambda xb: forward(self.inputs(xb)), x, y, task=self.kind,
-                        target_scale=self.scale)
+                        target_scale=self.scale, collective=distributed.collective())
 
 
 # ----------------------------------------------------------------------------- retraining
@@ -254,6 +269,7 @@ def fit(model: nn.Module, cfg: Config, task: Task, run_dir: Path, tag: str, epoc
     modules = {"model": model, "optimizer": opt, "scheduler": sched}
     phase.restore(modules)
     x, y = task.sets["train"] if train is None else train
+    collective = distributed.collective()  # torchrun: the ranks share each batch
     for epoch in phase.epochs(epochs):
         start = time.perf_counter()
         if hasattr(model, "drop_path_prob"):  # DARTS: linear ramp of the drop-path probability
@@ -264,7 +280,7 @@ def fit(model: nn.Module, cfg: Config, task: Task, run_dir: Path, tag: str, epoc
                                masks=masks,
                                augment=task.augmenter(epoch_generator(cfg.seed, epoch, 4, x.device)),
                                autocast=lambda: fast.autocast(cfg, x.device),
-                               sync=fast.sync_every_step(x.device))
+                               sync=fast.sync_every_step(x.device), collective=collective)
         data = batches(x, y, cfg.retrain_batch, shuffle=True,
                        generator=epoch_generator(cfg.seed, epoch, 2))
         stats = train_one_epoch(step, data, epoch=epoch + 1)  # 1-based, as in history.csv
@@ -278,7 +294,8 @@ def fit(model: nn.Module, cfg: Config, task: Task, run_dir: Path, tag: str, epoc
                         (start, trained, time.perf_counter()), epochs, modules)
     if cfg.precise_bn:  # deterministic given the weights, so a resumed run gets the same numbers
         start = time.perf_counter()
-        recalibrate_batchnorm(model, task.inputs(x), y, batch_size=cfg.retrain_batch)
+        recalibrate_batchnorm(model, task.inputs(x), y, batch_size=cfg.retrain_batch,
+                              shard=None if collective is None else collective.split)
         phase.elapsed += time.perf_counter() - start
     model.eval()
     return final_metrics(model, task, test=test), phase.history, phase.elapsed

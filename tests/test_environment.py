@@ -14,7 +14,8 @@ def _name(req: str) -> str:
 
 def _pyproject():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return data["dependencies"] + data["optional-dependencies"]["dev"], data["requires-python"]
+    extras = data["optional-dependencies"]
+    return data["dependencies"] + extras["dev"] + extras["cluster"], data["requires-python"]
 
 
 def _conda():
