@@ -182,6 +182,13 @@ def _curve_rows(cfg: dict, kw: dict) -> list[dict]:
     return curve(cfg, **kw)["history"]
 
 
+def _stored_rows(cfg: dict, kw: dict) -> list[dict] | None:
+    """The stored curve's rows of ``cfg``, or None when it is still to be computed."""
+    key = curve_key(make_config(**cfg), kw["retrain_epochs"], kw["repeats"])
+    stored = store.ResultsStore(kw["results_dir"]).load(f"{cfg['dataset']}/relevance", key)
+    return None if stored is None else stored["history"]
+
+
 def curves(runs, *, results_dir: str | Path | None = None, retrain_epochs: int = 5,
            repeats: int = 3, workers: int = 1):
     """The relevance curves of the learned-A searches in ``runs`` (all their seeds; those of
@@ -196,11 +203,16 @@ def curves(runs, *, results_dir: str | Path | None = None, retrain_epochs: int =
         learned = learned[learned["precision_update"] == "evidence"]  # the A that moves
     configs = [store.read_json(Path(d) / store.CONFIG) for d in learned["run_dir"]]
     kw = {"results_dir": results_dir, "retrain_epochs": retrain_epochs, "repeats": repeats}
-    if workers > 1 and len(configs) > 1:
+    histories = [_stored_rows(cfg, kw) for cfg in configs]  # no pool when all are stored
+    missing = [i for i, rows in enumerate(histories) if rows is None]
+    if workers > 1 and len(missing) > 1:
         with worker_pool(workers) as pool:
-            histories = list(pool.map(_curve_rows, configs, [kw] * len(configs)))
+            computed = list(pool.map(_curve_rows, [configs[i] for i in missing],
+                                     [kw] * len(missing)))
     else:
-        histories = [_curve_rows(cfg, kw) for cfg in configs]
+        computed = [_curve_rows(configs[i], kw) for i in missing]
+    for i, rows in zip(missing, computed):
+        histories[i] = rows
     frames = [pd.DataFrame(rows).assign(seed=int(seed))
               for rows, seed in zip(histories, learned["seed"])]
     if not frames:

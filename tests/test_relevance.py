@@ -48,3 +48,27 @@ def test_a_real_curve_starts_at_the_supernet_and_is_stored(tmp_path):
     with pytest.raises(ValueError, match="MLP search"):
         relevance.compute_curve(relevance.make_config(dataset="boston", method="expert"))
 
+
+
+def test_stored_curves_are_read_without_starting_workers(tmp_path, monkeypatch):
+    base = dict(dataset="boston", n_hidden=2, width=4, epochs=2, retrain_epochs=1, threads=1,
+                relaxation="gumbel", simplex="vertex", lam=1.0, order=2,
+                learned_precision=True, batch_size=304)
+    rows = []
+    for seed in (0, 1):
+        cfg = relevance.make_config(**base, seed=seed)
+        folder = tmp_path / f"run{seed}"
+        folder.mkdir()
+        relevance.store.write_json(folder / relevance.store.CONFIG, cfg.to_dict())
+        rows.append(dict(method="search", learned_precision=True, space="mlp", seed=seed,
+                         run_dir=str(folder)))
+    runs = pd.DataFrame(rows)
+    kw = dict(results_dir=tmp_path / "results", retrain_epochs=1, repeats=1)
+    first = relevance.curves(runs, workers=1, **kw)    # computed here, one by one
+
+    def no_pool(workers):
+        raise AssertionError("a worker pool was started for stored curves")
+    monkeypatch.setattr(relevance, "worker_pool", no_pool)
+    again = relevance.curves(runs, workers=2, **kw)
+    pd.testing.assert_frame_equal(first, again)
+    assert sorted(again["seed"].unique()) == [0, 1]
