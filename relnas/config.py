@@ -51,6 +51,9 @@ OPTIONAL_FIELDS = ("search_subset", "precision_update", "readout", "data_fingerp
                    "amp", "channels_last", "compile", "resident")
 
 
+DIRICHLET_CONCENTRATION = "exp"
+
+
 @dataclass(frozen=True)
 class Config:
     """A complete run: data, method, search space, relaxation, bilevel search, retraining."""
@@ -96,7 +99,12 @@ class Config:
     prior_form: str = field(default="logp", metadata=_choice("logp", "kl"))
     prior_cost: float = field(default=3.0, metadata=_range(0.0))
     beta0: float = field(default=1.0, metadata=_range(0.0, gt=True))  # Dirichlet prior base
-    concentration: str = field(default="softplus", metadata=_choice("softplus", "elu1"))
+    # Dirichlet concentration map of theta; make_config gives a Dirichlet run "exp"
+    # (DIRICHLET_CONCENTRATION) unless told: its mean is softmax(theta), as DARTS' and Gumbel's
+    # structure, so one arch_lr means the same for all three (softplus, the default until
+    # 2026-11-30 and kept so stored runs keep their hash, moves the mean additively and its
+    # searches stayed near uniform: BENCHMARKS.md "Why the Dirichlet's mean stays spread")
+    concentration: str = field(default="softplus", metadata=_choice("softplus", "elu1", "exp"))
     tau_start: float = field(default=1.0, metadata=_range(0.0, gt=True))  # Gumbel temperature
     tau_end: float = field(default=0.1, metadata=_range(0.0, gt=True))
     tau_schedule: str = field(default="exp", metadata=_choice("exp", "linear", "constant"))
@@ -235,6 +243,8 @@ def make_config(**values: Any) -> Config:
         if key not in FIELDS:
             raise ConfigError(f"unknown parameter {key!r}" + _suggest(key, FIELDS)
                               + "; see relnas.config.Config for the fields")
+    if values.get("relaxation") == "dirichlet" and "concentration" not in values:
+        values = {**values, "concentration": DIRICHLET_CONCENTRATION}
     coerced = {k: _coerce(k, v) for k, v in values.items()}
     for key, value in coerced.items():
         _check_field(key, value)

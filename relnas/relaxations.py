@@ -162,11 +162,16 @@ class Gumbel(Relaxation):
         return -(log_p - latent.sum(-1)).sum()
 
 
+CONCENTRATIONS = ("softplus", "elu1", "exp")
+
+
 class Dirichlet(Relaxation):
     """Dirichlet relaxation (DrNAS, Chen et al. 2021): ``gamma ~ Dir(beta)`` by pathwise rsample.
 
-    ``beta = softplus(theta) + eps`` (``concentration="softplus"``) or ``elu(theta) + 1 + eps``
-    (``"elu1"``, DrNAS); ``mean = beta / sum_k beta_k``; ``temperature`` is not used.
+    ``beta = softplus(theta) + eps`` (``concentration="softplus"``), ``elu(theta) + 1 + eps``
+    (``"elu1"``, DrNAS) or ``exp(theta) + eps`` (``"exp"``: the mean is ``softmax(theta)`` up to
+    eps, the structure of DARTS and Gumbel, and a common shift of theta is the concentration);
+    ``mean = beta / sum_k beta_k``; ``temperature`` is not used.
     Prior ``Dir(alpha)``, ``alpha = beta0 + s (1 - c)`` per entry (``cost_strength`` s, cost c);
     ``prior="kl"``: ``R = sum_g KL(Dir(beta_g) || Dir(alpha_g))`` in closed form (DrNAS with
     s = 0; ``beta0 < 1`` favours sparse structure); ``"logp"``: ``R = -log Dir(gamma; alpha)``.
@@ -179,8 +184,9 @@ class Dirichlet(Relaxation):
     # eps = 1e-4 keeps beta > 0 where softplus / elu underflow (our choice, no published value).
     def __init__(self, beta0: float = 0.5, concentration: str = "softplus", eps: float = 1e-4,
                  prior: str = "kl", cost_strength: float = 0.0):
-        if concentration not in ("softplus", "elu1"):
-            raise ValueError(f"concentration must be 'softplus' or 'elu1', got {concentration!r}")
+        if concentration not in CONCENTRATIONS:
+            raise ValueError(f"concentration must be one of {', '.join(CONCENTRATIONS)}, "
+                             f"got {concentration!r}")
         if beta0 <= 0:
             raise ValueError(f"beta0 must be > 0, got {beta0}")
         if prior not in ("kl", "logp"):
@@ -197,6 +203,8 @@ class Dirichlet(Relaxation):
     def beta(self, theta: Tensor) -> Tensor:
         if self.concentration == "softplus":
             return F.softplus(theta) + self.eps
+        if self.concentration == "exp":
+            return torch.exp(theta) + self.eps
         return F.elu(theta) + 1.0 + self.eps
 
     def sample(self, theta, temperature):

@@ -241,3 +241,12 @@ def test_thread_and_worker_counts_have_upper_bounds():
         make_config(threads=100000)
     with pytest.raises(ConfigError, match="workers must be an integer from 1 to 64"):
         run_experiment("boston", profile="smoke", seeds=[0], workers=1000)
+
+
+def test_a_dirichlet_run_gets_the_exp_concentration_unless_told_and_stored_runs_keep_theirs():
+    assert make_config(**TINY, relaxation="dirichlet").concentration == "exp"
+    assert make_config(**TINY, relaxation="dirichlet", concentration="elu1").concentration == "elu1"
+    assert make_config(**TINY, relaxation="gumbel").concentration == "softplus"  # hash unchanged
+    stored = make_config(**TINY, relaxation="dirichlet", concentration="softplus").to_dict()
+    again = make_config(**stored)
+    assert again.concentration == "softplus" and again.to_dict() == stored

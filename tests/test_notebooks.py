@@ -81,15 +81,26 @@ def test_papermill_smoke_run(name, scratch):
     execute(NOTEBOOKS / f"{name}.ipynb", out, SMOKE, timeout=600, log_output=False)
     dataset = EXPERIMENTS[name]
     # a profile other than the default keeps to its own results subfolder and file names
-    metrics = [json.loads(p.read_text())
-               for p in (scratch / "results" / "smoke" / dataset).glob("*/metrics.json")]
+    folders = sorted((scratch / "results" / "smoke" / dataset).glob("*/metrics.json"))
+    metrics = [json.loads(p.read_text()) for p in folders]
+    configs = [json.loads((p.parent / "config.json").read_text()) for p in folders]
     assert not (scratch / "results" / dataset).exists()
     # 2 seeds x (experts, random, DARTS 1st + 2nd, Dirichlet at the sweep's lambda per vertex
     # and per edge, Dirichlet at lambda 1 with fixed and learned A at second order and fixed
-    # and evidence A at first order, pruning and random search at the one size the per-vertex
-    # sweep derived); MNIST also 2 seeds x the conv cell's DARTS 1st order and Dirichlet
+    # and evidence A at first order); MNIST also 2 seeds x the conv cell's DARTS 1st order and
+    # Dirichlet; then pruning and random search at each size that the fixed-A, first-order
+    # per-vertex Dirichlet runs derived on a seed
     n_experts, n_cell = (1, 0) if dataset == "boston" else (2, 2)
-    assert len(metrics) == 2 * (n_experts + 1 + 2 + 2 + 4 + 2 + n_cell)
+    budgets = [c.get("param_budget") for c in configs]
+    assert len([b for b in budgets if not b]) == 2 * (n_experts + 1 + 2 + 2 + 4 + n_cell)
+    derived = {(c["seed"], m["params"]) for c, m in zip(configs, metrics)
+               if c["method"] == "search" and c["relaxation"] == "dirichlet"
+               and c["simplex"] == "vertex" and c["order"] == 1
+               and not c.get("learned_precision") and c.get("space", "mlp") != "conv"}
+    matched = sorted((c["seed"], c["param_budget"], c["method"]) for c in configs
+                     if c.get("param_budget"))
+    assert matched == sorted((seed, size, method) for seed, size in derived
+                             for method in ("prune", "random"))
     assert all(m["status"] == "ok" for m in metrics)
     figures = {p.name for p in (scratch / "figures").iterdir()}
     for fig in ("pareto", "front", "structure_weights", "collapse", "precisions",

@@ -18,7 +18,7 @@ MASK = ((True,) * 4, (True, False, True, True), (True,) * 4, (True,) * 4, (False
 SPECS = {"dag": Spec(OPS, EDGES, MASK, (True, True, False, False)),
          "small": Spec(("a", "b"), ((0, 1),), ((True, True),), (True, False))}
 ALL = [("softmax", {}), ("gumbel", {}), ("gumbel", {"prior": "logp"}), ("dirichlet", {}),
-       ("dirichlet", {"concentration": "elu1"})]
+       ("dirichlet", {"concentration": "elu1"}), ("dirichlet", {"concentration": "exp"})]
 
 
 def make(relaxation="softmax", simplex="edge", seed=0, init_scale=1e-3, **options):
@@ -67,7 +67,7 @@ def test_unknown_names_raise_listing_the_allowed_ones():
     with pytest.raises(ValueError, match="simplex"):
         Architecture(SPECS, simplex="node")
     with pytest.raises(ValueError):
-        Dirichlet(concentration="exp")
+        Dirichlet(concentration="cubic")
     with pytest.raises(ValueError):
         Gumbel(prior="mc")
 
@@ -75,11 +75,20 @@ def test_unknown_names_raise_listing_the_allowed_ones():
 def test_dirichlet_sample_mean_approaches_beta_over_its_sum():
     torch.manual_seed(0)
     theta = torch.randn(3, 4, dtype=torch.float64)
-    for concentration in ("softplus", "elu1"):
+    for concentration in ("softplus", "elu1", "exp"):
         relaxation = Dirichlet(concentration=concentration)
         gamma, _ = relaxation.sample(theta.expand(20000, 3, 4), 1.0)
         torch.testing.assert_close(gamma.mean(0), relaxation.mean(theta), atol=1e-2, rtol=0)
     assert not torch.allclose(Dirichlet(concentration="elu1").beta(theta), Dirichlet().beta(theta))
+
+
+def test_exp_concentration_has_the_softmax_mean_and_a_shift_sets_the_concentration():
+    theta = torch.randn(3, 4, dtype=torch.float64)
+    relaxation = Dirichlet(concentration="exp", eps=0.0)
+    torch.testing.assert_close(relaxation.mean(theta), torch.softmax(theta, -1))
+    torch.testing.assert_close(relaxation.mean(theta + 2.0), relaxation.mean(theta))
+    torch.testing.assert_close(relaxation.beta(theta + 2.0).sum(-1),
+                               math.e ** 2 * relaxation.beta(theta).sum(-1))
 
 
 def test_hard_gumbel_is_one_hot_forward_with_nonzero_gradients():
@@ -174,6 +183,7 @@ def test_regularizer_is_evaluated_at_the_given_sample():
     (("gumbel", {}), ("gumbel", {"prior": "logp"})),
     (("gumbel", {}), ("gumbel", {"prior_logits": {"tanh": 2.0}})),
     (("dirichlet", {}), ("dirichlet", {"concentration": "elu1"})),
+    (("dirichlet", {}), ("dirichlet", {"concentration": "exp"})),
     (("dirichlet", {}), ("dirichlet", {"beta0": 2.0})),
     (("dirichlet", {}), ("dirichlet", {"eps": 0.1})),
     (("softmax", {}), ("softmax", {"regularizer": "entropy"})),

@@ -11,7 +11,7 @@ over seeds of
 - ``valid``: the search's last validation loss at the mean structure.
 
     python tools/dirichlet_decisiveness.py [--seeds 0 1 2] [--lambdas 0 0.1 1 10 100]
-        [--variants profile lr long elu beta05 beta02 sparse kl] [--no-darts]
+        [--variants profile softplus lr long elu beta05 beta02 sparse kl] [--no-darts]
 
 A DARTS (softmax, per vertex) line at lambda 0 is the reference for how far a deterministic
 relaxation moves in the same steps. About 4 minutes on 2 CPU cores (one thread).
@@ -32,7 +32,9 @@ from relnas.plans import plan
 
 # name: (what it is, config fields over the profile's)
 VARIANTS = {
-    "profile": ("the profile (-log Dir, beta0 1, prior cost 3)", {}),
+    "profile": ("the profile (exp concentration, -log Dir, beta0 1, prior cost 3)", {}),
+    "softplus": ("concentration softplus (the plans' until 2026-11-30)",
+                 {"concentration": "softplus"}),
     "lr": ("structure lr x3 (0.3)", {"arch_lr": 0.3}),
     "long": ("4x the steps (128 epochs)", {"epochs": 128}),
     "elu": ("concentration elu + 1", {"concentration": "elu1"}),
