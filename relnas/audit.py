@@ -1,5 +1,7 @@
 """Plans read without running them: what a profile sets (``python -m relnas profile``) and
-the run folders no notebook makes any more (``python -m relnas stale``).
+the run folders no notebook makes any more (``python -m relnas stale``), and how many runs a
+notebook would still compute (``python -m relnas reproduce`` runs those that only read side by
+side).
 
 A results folder keeps every run it was given; when a profile or a notebook parameter changes,
 the folders of the old configurations stay and ``04_paper`` would refuse to average them with
@@ -39,6 +41,48 @@ def describe(dataset: str, profile: str = "default", **overrides: Any) -> dict[s
                         for label, r in rows.items()}}
 
 
+def _planned(dataset, profile, seeds, relaxations, lambdas, learned_precision, order, conv_cell,
+             results_dir, overrides, read_roots=None, ground_truth=True):
+    """``(store, configs, complete)``: every run a notebook with these parameters would have
+    (the matched-size baselines only once the rest is stored, as they follow from it; with
+    ``ground_truth`` that of an MLP space) and whether the rest is stored."""
+    configs = _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
+                             order, conv_cell, overrides)
+    results = store.ResultsStore(profile_results_dir(profile, results_dir), read_roots=read_roots)
+    stored = [results.load(dataset, cfg.to_dict()) for cfg in configs]
+    complete = all(r is not None for r in stored)
+    base = base_config(dataset, profile, **overrides)
+    if complete:
+        configs += matched_plan(pd.DataFrame([row(r) for r in stored]), base)
+    if ground_truth and base.get("space", "mlp") == "mlp":  # relnas.exhaustive
+        configs += [make_config(**base, seed=int(s), method="exhaustive")
+                    for s in as_list("seeds", seeds)]
+    return results, configs, complete
+
+
+def _curve_keys(configs) -> list[dict[str, Any]]:
+    """The relevance curves of the plan's evidence-A searches (relnas.relevance)."""
+    return [relevance.curve_key(cfg) for cfg in configs
+            if cfg.learned_precision and cfg.precision_update == "evidence"]
+
+
+def missing_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
+                 relaxations=("dirichlet", "gumbel"), lambdas=LAMBDAS,
+                 learned_precision=(False, True), order: int = 1, conv_cell: bool = True,
+                 results_dir=None, ground_truth: bool = False, **overrides: Any) -> int:
+    """How many runs and relevance curves of that plan (see :func:`stale_runs`; the space's
+    ground truth with ``ground_truth``) no results folder holds, its read-only ones included:
+    0 means a notebook with these parameters only reads (``python -m relnas reproduce`` then
+    runs it beside the others)."""
+    results, configs, complete = _planned(dataset, profile, seeds, relaxations, lambdas,
+                                          learned_precision, order, conv_cell, results_dir,
+                                          overrides, ground_truth=ground_truth)
+    missing = sum(results.load(dataset, cfg.to_dict()) is None for cfg in configs)
+    missing += sum(results.load(f"{dataset}/relevance", key) is None
+                   for key in _curve_keys(configs))
+    return missing + (not complete)  # an incomplete plan has matched baselines still to come
+
+
 def stale_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
                relaxations=("dirichlet", "gumbel"), lambdas=LAMBDAS,
                learned_precision=(False, True), order: int = 1, conv_cell: bool = True,
@@ -47,18 +91,9 @@ def stale_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
     these parameters would not produce (left by earlier configurations; ``04_paper`` refuses
     to average them with the current ones). The matched-size baselines depend on the stored searches of the
     same seed: while any run of the plan is missing, no matched-size baseline is called stale."""
-    configs = _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
-                             order, conv_cell, overrides)
-    results = store.ResultsStore(profile_results_dir(profile, results_dir), read_roots=[])
-    stored = [results.load(dataset, cfg.to_dict()) for cfg in configs]
-    complete = all(r is not None for r in stored)
-    if complete:
-        runs = pd.DataFrame([row(r) for r in stored])
-        configs += matched_plan(runs, base_config(dataset, profile, **overrides))
-    base = base_config(dataset, profile, **overrides)
-    if base.get("space", "mlp") == "mlp":  # the ground truth of the space (relnas.exhaustive)
-        configs += [make_config(**base, seed=int(s), method="exhaustive")
-                    for s in as_list("seeds", seeds)]
+    results, configs, complete = _planned(dataset, profile, seeds, relaxations, lambdas,
+                                          learned_precision, order, conv_cell, results_dir,
+                                          overrides, read_roots=[])
     keep = {store.config_hash(cfg.to_dict()) for cfg in configs}
     folder = results.root / dataset
     if not folder.is_dir():
@@ -69,8 +104,7 @@ def stale_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
             continue
         stale.append(run_dir)
     # relevance curves of the plan's evidence-A searches (relnas.relevance); other curves go
-    curves = {store.config_hash(relevance.curve_key(cfg)) for cfg in configs
-              if cfg.learned_precision and cfg.precision_update == "evidence"}
+    curves = {store.config_hash(key) for key in _curve_keys(configs)}
     if (folder / "relevance").is_dir():
         stale += sorted(p for p in (folder / "relevance").iterdir()
                         if _is_run_dir(p) and p.name not in curves)

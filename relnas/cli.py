@@ -78,14 +78,12 @@ def _input_error(message: str) -> None:
 
 EXPERIMENT_NOTEBOOKS = ("notebooks/01_boston.ipynb", "notebooks/02_mnist.ipynb",  # in the repo
                         "notebooks/03_cifar10.ipynb")
-# notebook parameters that steer the execution, not which runs exist
-EXECUTION_PARAMETERS = ("progress", "workers", "recompute", "population")
 
 
 def _stale(notebooks: Sequence[str], *, delete: bool) -> int:
     import shutil
 
-    from relnas.notebooks import notebook_dataset, notebook_parameter_values
+    from relnas.notebooks import EXECUTION_PARAMETERS, notebook_dataset, notebook_parameter_values
     from relnas.audit import stale_runs
     from relnas.store import RunLockedError, run_lock
 
@@ -119,6 +117,14 @@ def _seconds(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds >= 0")
+    return value
+
+
+def _jobs(text: str) -> int:
+    """``--jobs``: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
     return value
 
 
@@ -156,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rep.add_argument("notebooks", nargs="+")
     p_rep.add_argument("--fresh", action="store_true",
                        help="recompute every run instead of reusing stored results")
+    p_rep.add_argument("--jobs", type=_jobs, default=2,
+                       help="notebooks that only read stored runs executed this many at a time "
+                            "(default 2); those that compute run alone, first")
     p_prof = sub.add_parser("profile", help="print every field a profile sets, per method")
     p_prof.add_argument("dataset")
     p_prof.add_argument("--profile", default="default")
@@ -202,10 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "stale":
             return _stale(args.notebooks, delete=args.delete)
         else:
-            from relnas.notebooks import execute, export_html
-            for nb in args.notebooks:
-                seconds = execute(nb, parameters={"recompute": True} if args.fresh else None)
-                print(f"{nb}: executed in {seconds:.0f} s; HTML: {export_html(nb)}", flush=True)
+            from relnas.notebooks import reproduce
+            reproduce(args.notebooks, fresh=args.fresh, jobs=args.jobs,
+                      report=lambda line: print(line, flush=True))
     except ConfigError as exc:
         print(f"relnas: invalid parameter: {exc}", file=sys.stderr)
         return 2

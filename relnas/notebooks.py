@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+# notebook parameters that steer the execution, not which runs exist
+EXECUTION_PARAMETERS = ("progress", "workers", "recompute", "population")
+
 def check_parameters(namespace: Mapping[str, Any], *accepted: Any) -> None:
     """Refuse a notebook parameter nobody reads (papermill only warns of ``-p epoch 3``): the
     plain values in ``namespace`` (a notebook's ``globals()`` after its parameters cell) must be
@@ -192,3 +195,68 @@ def export_html(notebook: str | os.PathLike, folder: str | os.PathLike | None = 
     target = store.figures_dir(folder) / (Path(notebook).stem + ".html")
     store.atomic_write_text(target, body)
     return target
+
+
+def reading_only(path: str | os.PathLike) -> bool:
+    """Whether executing the notebook at its own parameters computes nothing: an experiment
+    notebook whose runs and relevance curves are all stored (``relnas.audit.missing_runs``), or
+    one without a plan (``04_paper`` reads the others' results)."""
+    from relnas.audit import missing_runs
+
+    dataset = notebook_dataset(path)
+    if dataset is None:
+        return True
+    values = notebook_parameter_values(path)
+    if values.get("recompute"):
+        return False
+    for name in EXECUTION_PARAMETERS:
+        values.pop(name, None)
+    truth = any("ground_truth.run(" in cell.source for cell in _code_cells(path))
+    return missing_runs(dataset, ground_truth=truth, **values) == 0
+
+
+def schedule(notebooks, reads: Mapping[str, bool], *, fresh: bool = False
+             ) -> tuple[list[str], list[str]]:
+    """``(one after another, side by side)``: the notebooks that compute runs keep their order
+    and go first, alone (each uses every core for its runs, and their times are the tables'
+    numbers); the ones that only read follow, in the given order, those without a plan
+    (``reads`` True without a dataset, e.g. ``04_paper``) last in it. ``fresh``: all in order."""
+    if fresh:
+        return list(notebooks), []
+    first = [nb for nb in notebooks if not reads[nb]]
+    rest = [nb for nb in notebooks if reads[nb]]
+    rest.sort(key=lambda nb: notebook_dataset(nb) is None)  # stable: the given order otherwise
+    return first, rest
+
+
+def _execute_and_export(path: str) -> tuple[str, float, str]:
+    seconds = execute(path, log_output=False)
+    return path, seconds, str(export_html(path))
+
+
+def reproduce(notebooks, *, fresh: bool = False, jobs: int = 2, report=print) -> None:
+    """Execute ``notebooks`` in place and export their HTML (``make reproduce``): those that
+    compute runs one after another, then those that only read ``jobs`` at a time in separate
+    processes (:func:`schedule`); ``report`` gets one line per notebook as it finishes."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    notebooks = [str(nb) for nb in notebooks]
+    parameters = {"recompute": True} if fresh else None
+    reads = {} if fresh else {nb: reading_only(nb) for nb in notebooks}
+    first, rest = schedule(notebooks, reads, fresh=fresh)
+    for nb in first:
+        seconds = execute(nb, parameters=parameters)
+        report(f"{nb}: executed in {seconds:.0f} s; HTML: {export_html(nb)}")
+    if jobs == 1 or len(rest) < 2:
+        for nb in rest:
+            report("{}: executed in {:.0f} s; HTML: {}".format(*_execute_and_export(nb)))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # 04_paper goes last: the others run first, so a slot is free for it only after one ends
+    with ProcessPoolExecutor(min(jobs, len(rest)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_execute_and_export, nb) for nb in rest]
+        for future in as_completed(futures):
+            report("{}: executed in {:.0f} s; HTML: {}".format(*future.result()))

@@ -207,3 +207,54 @@ def test_profile_says_every_field_a_profile_sets(capsys):
     assert cli.main(["profile", "boston"]) == 0
     out = capsys.readouterr().out
     assert "arch_lr=0.1" in out and "relnas-Dirichlet per edge: readout=sum" in out
+
+
+def _notebook(path, cells):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nbformat.write(new_notebook(cells=[
+        new_code_cell(cells[0], metadata={"tags": ["parameters"]}),
+        *(new_code_cell(c) for c in cells[1:])]), path)
+    return str(path)
+
+
+def test_reading_only_tells_notebooks_that_compute_from_those_that_only_read(tmp_path):
+    from relnas.notebooks import reading_only
+    from relnas.plans import run_experiment
+
+    results = tmp_path / "results"
+    params = dict(profile="smoke", seeds=[0], lambdas=[0.1], relaxations=["gumbel"],
+                  learned_precision=[False], results_dir=str(results), workers=2)
+    head = "\n".join(f"{k} = {v!r}" for k, v in params.items())
+    exp = _notebook(tmp_path / "exp.ipynb", [head, "runs = run_experiment('boston', seeds=seeds)"])
+    truth = _notebook(tmp_path / "truth.ipynb", [head, "runs = run_experiment('boston')",
+                                                 "truth = ground_truth.run('boston')"])
+    paper = _notebook(tmp_path / "paper.ipynb", ["results_dir = None", "runs = load_runs()"])
+    assert not reading_only(exp) and not reading_only(truth) and reading_only(paper)
+    del params["workers"]
+    run_experiment("boston", **params)  # the plan, its matched-size baselines included
+    assert reading_only(exp)
+    assert not reading_only(truth)  # the space's ground truth is not stored
+    again = _notebook(tmp_path / "again.ipynb", [head + "\nrecompute = True",
+                                                 "runs = run_experiment('boston')"])
+    assert not reading_only(again)
+
+
+def test_schedule_runs_computing_notebooks_first_and_alone_and_the_paper_last():
+    from relnas.notebooks import schedule
+
+    nbs = ["notebooks/01_boston.ipynb", "notebooks/02_mnist.ipynb",
+           "notebooks/04_paper.ipynb", "notebooks/05_boston_ground_truth.ipynb"]
+    nbs = [str(REPO / nb) for nb in nbs]
+    reads = dict(zip(nbs, [True, False, True, True]))
+    first, rest = schedule(nbs, reads)
+    assert first == [nbs[1]] and rest == [nbs[0], nbs[3], nbs[2]]
+    assert schedule(nbs, {}, fresh=True) == (nbs, [])
+
+
+@pytest.mark.parametrize("jobs", ["0", "-1", "two"])
+def test_reproduce_refuses_a_bad_jobs_number(jobs, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["reproduce", "--jobs", jobs, "notebooks/01_boston.ipynb"])
+    assert exc.value.code == 2 and "--jobs" in capsys.readouterr().err
