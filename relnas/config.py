@@ -20,6 +20,7 @@ DATASETS = ("boston", "mnist", "cifar10")
 METHODS = ("expert", "random", "prune", "search", "exhaustive")
 SPACES = ("mlp", "conv")
 RELAXATIONS = ("softmax", "gumbel", "dirichlet")
+CONCENTRATIONS = ("softplus", "elu1", "exp")  # the Dirichlet's maps of theta (relnas.relaxations)
 
 
 def _registry(space: str) -> dict:
@@ -103,8 +104,8 @@ class Config:
     # (DIRICHLET_CONCENTRATION) unless told: its mean is softmax(theta), as DARTS' and Gumbel's
     # structure, so one arch_lr means the same for all three (softplus, the default until
     # 2026-11-30 and kept so stored runs keep their hash, moves the mean additively and its
-    # searches stayed near uniform: BENCHMARKS.md "Why the Dirichlet's mean stays spread")
-    concentration: str = field(default="softplus", metadata=_choice("softplus", "elu1", "exp"))
+    # searches stayed near uniform: BENCHMARKS.md "The Dirichlet's concentration map")
+    concentration: str = field(default="softplus", metadata=_choice(*CONCENTRATIONS))
     tau_start: float = field(default=1.0, metadata=_range(0.0, gt=True))  # Gumbel temperature
     tau_end: float = field(default=0.1, metadata=_range(0.0, gt=True))
     tau_schedule: str = field(default="exp", metadata=_choice("exp", "linear", "constant"))

@@ -229,9 +229,11 @@ def schedule(notebooks, reads: Mapping[str, bool], *, fresh: bool = False
     return first, rest
 
 
-def _execute_and_export(path: str) -> tuple[str, float, str]:
-    seconds = execute(path, log_output=False)
-    return path, seconds, str(export_html(path))
+def _execute_and_export(path: str, parameters: Mapping[str, Any] | None = None,
+                        log_output: bool = True) -> str:
+    """Execute ``path`` in place, export its HTML; the line :func:`reproduce` reports."""
+    seconds = execute(path, parameters=parameters, log_output=log_output)
+    return f"{path}: executed in {seconds:.0f} s; HTML: {export_html(path)}"
 
 
 def reproduce(notebooks, *, fresh: bool = False, jobs: int = 2, report=print) -> None:
@@ -241,15 +243,13 @@ def reproduce(notebooks, *, fresh: bool = False, jobs: int = 2, report=print) ->
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     notebooks = [str(nb) for nb in notebooks]
-    parameters = {"recompute": True} if fresh else None
     reads = {} if fresh else {nb: reading_only(nb) for nb in notebooks}
     first, rest = schedule(notebooks, reads, fresh=fresh)
     for nb in first:
-        seconds = execute(nb, parameters=parameters)
-        report(f"{nb}: executed in {seconds:.0f} s; HTML: {export_html(nb)}")
+        report(_execute_and_export(nb, {"recompute": True} if fresh else None))
     if jobs == 1 or len(rest) < 2:
         for nb in rest:
-            report("{}: executed in {:.0f} s; HTML: {}".format(*_execute_and_export(nb)))
+            report(_execute_and_export(nb))
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -257,6 +257,6 @@ def reproduce(notebooks, *, fresh: bool = False, jobs: int = 2, report=print) ->
     # 04_paper goes last: the others run first, so a slot is free for it only after one ends
     with ProcessPoolExecutor(min(jobs, len(rest)),
                              mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_execute_and_export, nb) for nb in rest]
+        futures = [pool.submit(_execute_and_export, nb, None, False) for nb in rest]
         for future in as_completed(futures):
-            report("{}: executed in {:.0f} s; HTML: {}".format(*future.result()))
+            report(future.result())

@@ -32,6 +32,8 @@ from torch.distributions import Dirichlet as DirichletDist
 from torch.distributions import kl_divergence
 from torch.nn import functional as F
 
+from relnas.config import CONCENTRATIONS
+
 
 class Relaxation:
     """Strategy: per-group parameters ``theta (..., K)`` -> structure weights on the simplex.
@@ -160,9 +162,6 @@ class Gumbel(Relaxation):
         if self.prior == "kl":
             return (self.log_density(theta, latent, temperature) - log_p).sum()
         return -(log_p - latent.sum(-1)).sum()
-
-
-CONCENTRATIONS = ("softplus", "elu1", "exp")
 
 
 class Dirichlet(Relaxation):
