@@ -102,9 +102,11 @@ class Config:
     beta0: float = field(default=1.0, metadata=_range(0.0, gt=True))  # Dirichlet prior base
     # Dirichlet concentration map of theta; make_config gives a Dirichlet run "exp"
     # (DIRICHLET_CONCENTRATION) unless told: its mean is softmax(theta), as DARTS' and Gumbel's
-    # structure, so one arch_lr means the same for all three (softplus, the default until
-    # 2026-11-30 and kept so stored runs keep their hash, moves the mean additively and its
-    # searches stayed near uniform: BENCHMARKS.md "The Dirichlet's concentration map")
+    # structure, so arch_lr moves all three alike; the plans still give the Dirichlet 3x
+    # (relnas.profiles.DIRICHLET_ARCH_LR: its gradient goes through a draw). softplus, the
+    # default until 2026-11-30 and kept so stored runs keep their hash, moves the mean
+    # additively and its searches stayed near uniform (BENCHMARKS.md "The Dirichlet's
+    # concentration map").
     concentration: str = field(default="softplus", metadata=_choice(*CONCENTRATIONS))
     tau_start: float = field(default=1.0, metadata=_range(0.0, gt=True))  # Gumbel temperature
     tau_end: float = field(default=0.1, metadata=_range(0.0, gt=True))

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from relnas import distributed, fast, nets, runtime, search, store, train
+from relnas import distributed, fast, nets, retrains, runtime, search, store, train
 from relnas.config import Config, ConfigError, make_config
 from relnas.devices import resolve_device
 
@@ -155,6 +155,10 @@ def _expert_model(cfg: Config, task: train.Task) -> nn.Module:
 
 def _retrain(cfg, task, device, run_dir, genotype, kw):
     store.write_json(run_dir / store.GENOTYPE, genotype.to_dict())
+    key = retrains.key(cfg, genotype)
+    if retrains.shareable(cfg) and (found := retrains.find(key, run_dir)) is not None:
+        metrics, history, seconds = retrains.copied(found)
+        return {**metrics, "retrain_key": key}, history, seconds
     runtime.seed_everything(cfg.seed + 1)
     model = fast.prepare(train.build_derived(cfg, genotype), cfg, device)
     metrics, history, seconds = train.fit(model, cfg, task, run_dir, "retrain",
@@ -162,6 +166,7 @@ def _retrain(cfg, task, device, run_dir, genotype, kw):
     metrics["params"] = nets.count_parameters(model)
     metrics["flops"] = nets.count_flops(model, task.splits.in_shape)
     metrics["genotype"] = genotype.to_dict()
+    metrics["retrain_key"] = key
     return metrics, history, seconds
 
 

@@ -25,7 +25,8 @@ from relnas.experiment import check_results_dir, run
 from relnas.store import RunLockedError
 from relnas.runtime import worker_pool
 from relnas.profiles import (CELL_OVERRIDES, EXPERTS_FOR, PRUNED_EXPERT, RELNAS_SIMPLEX,
-                             SECOND_SPACE, EXTRA_SWEEP_SIMPLICES, base_config, relnas_label)
+                             SECOND_SPACE, EXTRA_SWEEP_SIMPLICES, base_config, relnas_label,
+                             relaxation_fields)
 from relnas.runs import profile_results_dir, row
 from relnas.runs import load_runs  # noqa: F401 (notebook 04_paper imports it from here)
 
@@ -133,8 +134,8 @@ def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1
             if "darts" in include:
                 configs.append(make_config(**cell, seed=seed, relaxation="softmax", lam=0.0))
             if "relnas" in include:
-                configs += [make_config(**cell, seed=seed, relaxation=name, lam=lam)
-                            for name in relaxations]
+                configs += [make_config(**{**cell, **relaxation_fields(name, cell)}, seed=seed,
+                                        relaxation=name, lam=lam) for name in relaxations]
     return configs
 
 
@@ -160,10 +161,11 @@ def _main_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
             for name in relaxations:
                 # the lambda sweep (fixed A) per simplex, then learned vs fixed A at the same
                 # order (2) in the main simplex
-                configs += [make_config(**one, simplex=s, relaxation=name, lam=float(lam),
+                own = {**one, **relaxation_fields(name, one)}
+                configs += [make_config(**own, simplex=s, relaxation=name, lam=float(lam),
                                         order=order) for s in sweep for lam in lambdas]
                 if True in learned_precision:
-                    configs += [make_config(**one, simplex=simplex, relaxation=name,
+                    configs += [make_config(**own, simplex=simplex, relaxation=name,
                                             lam=float(lam), **variant)
                                 for lam in ard_lambdas for variant in _ard_variants(order)]
     return list({cfg.to_json(): cfg for cfg in configs}.values())  # a sweep row counted once

@@ -40,6 +40,9 @@ class NonFiniteError(FloatingPointError):
         super().__init__(f"non-finite {quantity} = {value} at epoch {epoch}, step {step}; "
                          "the run is stopped and marked failed, the last good checkpoint is kept")
 
+    def __reduce__(self):  # rebuilt from its fields when it crosses a process pool
+        return type(self), (self.epoch, self.step, self.quantity, self.value)
+
 
 def loss_function(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Batch-mean negative log-likelihood: MSE (Gaussian, unit variance) or cross-entropy."""

@@ -201,12 +201,15 @@ def test_profile_says_every_field_a_profile_sets(capsys):
 
     said = describe("boston")
     assert said["common"]["epochs"] == 32 and said["common"]["n_hidden"] == 3
+    # the Dirichlet's structure lr (3x, relnas.profiles.DIRICHLET_ARCH_LR) differs from the
+    # others', so arch_lr is said per method
     assert said["methods"]["relnas-Gumbel"] == {"readout": "sum", "relaxation": "gumbel",
-                                                "simplex": "vertex"}
-    assert said["methods"]["Expert MLP 13-50-50-1"] == {"method": "expert"}
+                                                "simplex": "vertex", "arch_lr": 0.1}
+    assert said["methods"]["relnas-Dirichlet"]["arch_lr"] == 0.3
+    assert said["methods"]["Expert MLP 13-50-50-1"] == {"method": "expert", "arch_lr": 0.1}
     assert cli.main(["profile", "boston"]) == 0
     out = capsys.readouterr().out
-    assert "arch_lr=0.1" in out and "relnas-Dirichlet per edge: readout=sum" in out
+    assert "relnas-Dirichlet per edge: readout=sum" in out and "concentration=exp, arch_lr=0.3" in out
 
 
 def _notebook(path, cells):

@@ -88,6 +88,30 @@ def test_recompute_ignores_stale_checkpoints(tmp_path):
     assert again["metrics"]["test_metric"] == first["metrics"]["test_metric"]
 
 
+@pytest.mark.parametrize("dataset, profile", [("boston", "default"), ("mnist", "default"),
+                                              ("cifar10", "cpu")])
+def test_the_dirichlet_searches_run_at_their_multiple_of_the_structure_lr(dataset, profile):
+    """Every Dirichlet search of a plan (sweep, learned A, conv cell) at DIRICHLET_ARCH_LR times
+    the arch_lr of the DARTS and Gumbel searches of its space; an arch_lr override scales too."""
+    from relnas.plans import plan
+    from relnas.profiles import DIRICHLET_ARCH_LR
+
+    for over in ({}, {"arch_lr": 0.02}):
+        searches = [c for c in plan(dataset, profile=profile, seeds=[0], lambdas=[0.0, 1.0], **over)
+                    if c.method == "search"]
+        for space in {c.space for c in searches}:
+            lrs = {c.relaxation: {d.arch_lr for d in searches
+                                  if d.relaxation == c.relaxation and d.space == space}
+                   for c in searches if c.space == space}
+            assert len(lrs["dirichlet"]) == len(lrs["softmax"]) == len(lrs["gumbel"]) == 1
+            assert lrs["gumbel"] == lrs["softmax"]
+            assert lrs["dirichlet"].pop() == pytest.approx(DIRICHLET_ARCH_LR * lrs["softmax"].pop())
+        if over:
+            assert sorted({c.arch_lr for c in searches
+                           if c.space == "mlp" or dataset == "cifar10"}) == \
+                pytest.approx([0.02, 0.02 * DIRICHLET_ARCH_LR])
+
+
 def test_mnist_default_plans_the_conv_cell_beside_the_mlp_dag():
     from relnas.plans import plan
     from relnas.profiles import method_label

@@ -282,3 +282,14 @@ def test_a_damaged_checkpoint_is_named_moved_aside_and_the_run_starts_over(refer
         result = run(RESUME, results_dir=tmp_path)
     assert_same_run(result, reference)
     assert (folder / "checkpoint_search.pt.damaged").read_bytes() == b"PK\x03\x04 truncated"
+
+
+def test_non_finite_error_crosses_a_process_pool():
+    """A worker's NonFiniteError reaches the plan as itself, not as a BrokenProcessPool (its
+    constructor takes four fields, which plain exception pickling does not pass back)."""
+    import pickle
+    err = NonFiniteError(3, 7, "loss_valid", float("inf"))
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is NonFiniteError
+    assert (back.epoch, back.step, back.quantity, back.value) == (3, 7, "loss_valid", float("inf"))
+    assert str(back) == str(err)
