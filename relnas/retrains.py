@@ -30,8 +30,9 @@ SEARCH_ONLY = ("relaxation", "lam", "order", "simplex", "top_k", "keep_mass", "a
                "hvp", "fd_eps", "xi", "learned_precision", "precision_update", "precision_lr",
                "epochs", "batch_size", "w_lr", "w_lr_min", "weight_decay", "random_samples",
                "param_budget", "n_hidden", "width", "readout", "C", "layers", "n_nodes")
-# Metrics a run writes itself whatever its retrain (relnas.experiment.compute, the search's
-# decisiveness): never copied from the source
+# Metrics of the source run that are not its retrain's and that nothing rewrites after the
+# retrain: never copied (relnas.experiment.compute rewrites the device, metric and times, a
+# search its decisiveness; the key holds the method, so a search copies only a search)
 OWN = ("status", "retrain_key", "retrain_from", "search_time_s", "retrain_time_s",
        "total_time_s")
 
