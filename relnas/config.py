@@ -20,7 +20,8 @@ DATASETS = ("boston", "mnist", "cifar10")
 METHODS = ("expert", "random", "prune", "search", "exhaustive")
 SPACES = ("mlp", "conv")
 RELAXATIONS = ("softmax", "gumbel", "dirichlet")
-CONCENTRATIONS = ("softplus", "elu1", "exp")  # the Dirichlet's maps of theta (relnas.relaxations)
+# the Dirichlet's maps of theta (relnas.relaxations)
+CONCENTRATIONS = ("softplus", "elu1", "exp", "tempered")
 
 
 def _registry(space: str) -> dict:
@@ -108,7 +109,8 @@ class Config:
     # additively and its searches stayed near uniform (BENCHMARKS.md "The Dirichlet's
     # concentration map").
     concentration: str = field(default="softplus", metadata=_choice(*CONCENTRATIONS))
-    tau_start: float = field(default=1.0, metadata=_range(0.0, gt=True))  # Gumbel temperature
+    # Gumbel temperature; the tempered Dirichlet's concentration scale (relnas.relaxations)
+    tau_start: float = field(default=1.0, metadata=_range(0.0, gt=True))
     tau_end: float = field(default=0.1, metadata=_range(0.0, gt=True))
     tau_schedule: str = field(default="exp", metadata=_choice("exp", "linear", "constant"))
     hard: bool = False                                            # straight-through Gumbel

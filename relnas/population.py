@@ -149,13 +149,14 @@ class Population:
         bias = torch.tensor([1 - b1 ** t, math.sqrt(1 - b2 ** t)], dtype=ref.dtype,
                             device=ref.device)
         tensors = {k: v for k, v in state.items() if k != "t"}
-        noise = self.draw(tensors["theta"], generators)
+        noise = self.draw(tensors["theta"], generators, tau)
         tensors, stats = self._outer(tensors, train, valid, noise, lam, xi, tau, bias)
-        noise = self.draw(tensors["theta"], generators)
+        noise = self.draw(tensors["theta"], generators, tau)
         tensors, more = self._inner(tensors, train, noise, lr, tau)
         return {**tensors, "t": t}, {**stats, **more}
 
-    def draw(self, theta: Tree, generators: Sequence[torch.Generator]) -> dict:
+    def draw(self, theta: Tree, generators: Sequence[torch.Generator],
+             tau: Tensor | float = 1.0) -> dict:
         """Each member's random numbers for one draw of Gamma, from its own generator:
         Gumbel: the uniforms; Dirichlet: the draw and its pathwise derivative; softmax: none."""
         relax = self.arch.relaxation
@@ -166,7 +167,7 @@ class Population:
         if isinstance(relax, Dirichlet):
             out = {}
             for k, t in theta.items():
-                beta = relax.beta(t.detach())
+                beta = relax.draw_beta(t.detach(), tau)
                 x = torch.stack([torch._sample_dirichlet(b, generator=g)
                                  for b, g in zip(beta, generators)])
                 dx = torch._dirichlet_grad(x, beta, beta.sum(-1, keepdim=True).expand_as(beta))
@@ -185,8 +186,8 @@ class Population:
                 latent[k] = scores - scores.logsumexp(-1, keepdim=True)
                 gamma = latent[k].exp()
             elif isinstance(relax, Dirichlet):
-                gamma = latent[k] = dirichlet_surrogate(noise[k][0], noise[k][1],
-                                                        relax.beta(theta[k]))
+                gamma = latent[k] = relax.floored(dirichlet_surrogate(
+                    noise[k][0], noise[k][1], relax.draw_beta(theta[k], tau)))
             else:
                 gamma, latent[k] = relax.sample(theta[k], 1.0)
             gammas[k] = _straight_through(gamma) if self.hard else gamma

@@ -127,22 +127,32 @@ SECOND_SPACE: dict[tuple[str, str], dict[str, Any]] = {
                              retrain_optimizer="adam", retrain_lr=1e-3, threads=1),
 }
 # The Dirichlet rows' structure lr as a multiple of the profile's arch_lr (that of DARTS and
-# Gumbel). Its mean is softmax(theta) as theirs (concentration "exp"), but its pathwise
-# gradient goes through a draw, and at their lr its searches stayed more spread: Boston,
-# lambda 0, search only, seeds 0-2, normalized entropy of the mean 0.59 against DARTS' 0.46 and
-# Gumbel's 0.33; at 3x 0.38. Chosen on that search diagnostic (issue 10: "enough steps and
-# learning rate to leave the uniform"), not on test numbers: BENCHMARKS.md "The Dirichlet's
-# structure lr".
+# Gumbel). Its mean is softmax(theta) as theirs, but its pathwise gradient goes through a draw,
+# and at their lr its searches stayed more spread: Boston, lambda 0, search only, seeds 0-2,
+# normalized entropy of the mean 0.59 against DARTS' 0.46 and Gumbel's 0.33; at 3x 0.38. Chosen
+# on that search diagnostic (issue 10: "enough steps and learning rate to leave the uniform"),
+# not on test numbers: BENCHMARKS.md "The Dirichlet's structure lr".
 DIRICHLET_ARCH_LR = 3.0
+# The Dirichlet rows' relaxation and size prior (since 2026-11-30, session 11): the tempered
+# concentration (draws from Dir(tau K softmax(theta)), tau annealed as the Gumbel's) and
+# alpha = beta0 + prior_cost (1 - c) from 0.5 (the costliest op on an edge) to 1 (parameter-free
+# ops), a prior whose density is largest at the cheapest corners. Before: concentration "exp"
+# and alpha from 1 to 4, whose mode is inside the simplex; its searches let the concentration
+# grow to 20-200 (draws = the mean) and ended spread (MNIST, lambda 1: normalized entropy
+# 0.76-0.90). Chosen on search diagnostics (entropy, margins, the search's validation loss, the
+# derived size per lambda), not on test numbers: BENCHMARKS.md "The tempered Dirichlet".
+DIRICHLET_FIELDS = {"concentration": "tempered", "beta0": 0.5, "prior_cost": 0.5}
 
 
 def relaxation_fields(relaxation: str, fields: dict[str, Any]) -> dict[str, Any]:
     """The config fields a relaxation's searches run with in place of the profile's
-    ``fields``: the Dirichlet's structure lr (``DIRICHLET_ARCH_LR``); none for the others."""
+    ``fields``: the Dirichlet's structure lr (``DIRICHLET_ARCH_LR``) and ``DIRICHLET_FIELDS``
+    where ``fields`` (a profile with its overrides) does not set them; none for the others."""
     if relaxation != "dirichlet":
         return {}
     lr = fields.get("arch_lr", Config.arch_lr) * DIRICHLET_ARCH_LR
-    return {"arch_lr": float(f"{lr:.12g}")}  # 0.3, not 0.30000000000000004
+    own = {k: fields.get(k, v) for k, v in DIRICHLET_FIELDS.items()}
+    return {**own, "arch_lr": float(f"{lr:.12g}")}  # 0.3, not 0.30000000000000004
 
 
 # The simplex of the relnas rows (an explicit `simplex` override wins): in the MLP DAG the

@@ -170,7 +170,13 @@ class Dirichlet(Relaxation):
     ``beta = softplus(theta) + eps`` (``concentration="softplus"``), ``elu(theta) + 1 + eps``
     (``"elu1"``, DrNAS) or ``exp(theta) + eps`` (``"exp"``: the mean is ``softmax(theta)`` up to
     eps, the structure of DARTS and Gumbel, and a common shift of theta is the concentration);
-    ``mean = beta / sum_k beta_k``; ``temperature`` is not used.
+    ``mean = beta / sum_k beta_k``; these three do not use ``temperature``.
+    ``"tempered"``: ``beta = K softmax(theta) + eps`` and draws from ``Dir(tau * beta)``: the
+    mean is ``softmax(theta)`` and the total concentration ``K tau`` follows the temperature
+    schedule, ``Dir(1, ..., 1)`` (uniform on the simplex) at ``tau = 1`` and uniform theta,
+    sparse draws as ``tau -> 0``, as the Gumbel's. The search cannot raise the concentration to
+    make the draws the mean (with "exp" it did: total concentration 20-200, a DARTS that never
+    decides; BENCHMARKS.md "The tempered Dirichlet").
     Prior ``Dir(alpha)``, ``alpha = beta0 + s (1 - c)`` per entry (``cost_strength`` s, cost c);
     ``prior="kl"``: ``R = sum_g KL(Dir(beta_g) || Dir(alpha_g))`` in closed form (DrNAS with
     s = 0; ``beta0 < 1`` favours sparse structure); ``"logp"``: ``R = -log Dir(gamma; alpha)``.
@@ -204,10 +210,26 @@ class Dirichlet(Relaxation):
             return F.softplus(theta) + self.eps
         if self.concentration == "exp":
             return torch.exp(theta) + self.eps
+        if self.concentration == "tempered":
+            return theta.shape[-1] * torch.softmax(theta, -1) + self.eps
         return F.elu(theta) + 1.0 + self.eps
 
+    def draw_beta(self, theta: Tensor, temperature: float | Tensor) -> Tensor:
+        """The concentrations draws come from: ``beta``, times ``temperature`` if tempered."""
+        beta = self.beta(theta)
+        return beta * temperature if self.concentration == "tempered" else beta
+
+    def floored(self, gamma: Tensor) -> Tensor:
+        """A tempered draw with its coordinates floored at ``eps`` of the dtype: sparse draws
+        reach 1e-40 and below, subnormal floats that made a CPU search 3x slower (Boston);
+        the floor's coordinates take no gradient, as a clamped zero would not."""
+        if self.concentration != "tempered":
+            return gamma
+        return gamma.clamp_min(torch.finfo(gamma.dtype).eps)
+
     def sample(self, theta, temperature):
-        gamma = DirichletDist(self.beta(theta), validate_args=False).rsample()
+        draw = DirichletDist(self.draw_beta(theta, temperature), validate_args=False).rsample()
+        gamma = self.floored(draw)
         return gamma, gamma
 
     def mean(self, theta):
@@ -218,10 +240,11 @@ class Dirichlet(Relaxation):
         alpha = self.prior_params(entry_ops, _cost_like(theta, entry_cost))
         p = DirichletDist(alpha.expand_as(theta), validate_args=False)
         if self.prior == "logp":
-            # clamp: an rsample can round a coordinate to 0 in float32 (log 0 = -inf)
-            tiny = torch.finfo(latent.dtype).tiny
-            return -p.log_prob(latent.clamp_min(tiny)).sum()
-        q = DirichletDist(self.beta(theta), validate_args=False)
+            # floor at eps: an rsample can round a coordinate to 0 (log 0 = -inf), and with
+            # alpha < 1 the gradient (1 - alpha) / gamma overflows near 0 (float32)
+            floor = torch.finfo(latent.dtype).eps
+            return -p.log_prob(latent.clamp_min(floor)).sum()
+        q = DirichletDist(self.draw_beta(theta, temperature), validate_args=False)
         return kl_divergence(q, p).sum()
 
 

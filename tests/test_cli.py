@@ -209,7 +209,8 @@ def test_profile_says_every_field_a_profile_sets(capsys):
     assert said["methods"]["Expert MLP 13-50-50-1"] == {"method": "expert", "arch_lr": 0.1}
     assert cli.main(["profile", "boston"]) == 0
     out = capsys.readouterr().out
-    assert "relnas-Dirichlet per edge: readout=sum" in out and "concentration=exp, arch_lr=0.3" in out
+    assert "relnas-Dirichlet per edge: readout=sum" in out and "concentration=tempered" in out \
+        and "arch_lr=0.3" in out
 
 
 def _notebook(path, cells):

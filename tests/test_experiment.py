@@ -92,9 +92,10 @@ def test_recompute_ignores_stale_checkpoints(tmp_path):
                                               ("cifar10", "cpu")])
 def test_the_dirichlet_searches_run_at_their_multiple_of_the_structure_lr(dataset, profile):
     """Every Dirichlet search of a plan (sweep, learned A, conv cell) at DIRICHLET_ARCH_LR times
-    the arch_lr of the DARTS and Gumbel searches of its space; an arch_lr override scales too."""
+    the arch_lr of the DARTS and Gumbel searches of its space (an arch_lr override scales too),
+    with DIRICHLET_FIELDS unless overridden."""
     from relnas.plans import plan
-    from relnas.profiles import DIRICHLET_ARCH_LR
+    from relnas.profiles import DIRICHLET_ARCH_LR, DIRICHLET_FIELDS
 
     for over in ({}, {"arch_lr": 0.02}):
         searches = [c for c in plan(dataset, profile=profile, seeds=[0], lambdas=[0.0, 1.0], **over)
@@ -110,6 +111,14 @@ def test_the_dirichlet_searches_run_at_their_multiple_of_the_structure_lr(datase
             assert sorted({c.arch_lr for c in searches
                            if c.space == "mlp" or dataset == "cifar10"}) == \
                 pytest.approx([0.02, 0.02 * DIRICHLET_ARCH_LR])
+        # the tempered concentration and the sparse size prior, the Gumbel's prior unchanged
+        assert {(c.concentration, c.beta0, c.prior_cost) for c in searches
+                if c.relaxation == "dirichlet"} == {tuple(DIRICHLET_FIELDS.values())}
+        assert {c.prior_cost for c in searches if c.relaxation == "gumbel"} == {3.0}
+    told = plan(dataset, profile=profile, seeds=[0], lambdas=[1.0], concentration="exp",
+                prior_cost=2.0)
+    assert {(c.concentration, c.prior_cost) for c in told  # the main space's
+            if c.relaxation == "dirichlet" and c.space == told[0].space} == {("exp", 2.0)}
 
 
 def test_mnist_default_plans_the_conv_cell_beside_the_mlp_dag():

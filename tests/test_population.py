@@ -87,7 +87,9 @@ CASES = [("softmax", {}, dict(order=1)), ("gumbel", {}, dict(order=1)),
          ("softmax", {}, dict(order=2, learned=True)),
          ("gumbel", {"prior": "logp", "cost_strength": 2.0}, dict(order=2, learned=True)),
          ("dirichlet", {"prior": "logp", "cost_strength": 2.0}, dict(order=2)),
-         ("dirichlet", {}, dict(order=2, learned=True, hvp="exact"))]
+         ("dirichlet", {}, dict(order=2, learned=True, hvp="exact")),
+         ("dirichlet", {"prior": "logp", "cost_strength": 0.5, "beta0": 0.5,
+                        "concentration": "tempered"}, dict(order=1))]
 
 
 def tolerance(kw) -> float:

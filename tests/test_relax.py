@@ -18,7 +18,8 @@ MASK = ((True,) * 4, (True, False, True, True), (True,) * 4, (True,) * 4, (False
 SPECS = {"dag": Spec(OPS, EDGES, MASK, (True, True, False, False)),
          "small": Spec(("a", "b"), ((0, 1),), ((True, True),), (True, False))}
 ALL = [("softmax", {}), ("gumbel", {}), ("gumbel", {"prior": "logp"}), ("dirichlet", {}),
-       ("dirichlet", {"concentration": "elu1"}), ("dirichlet", {"concentration": "exp"})]
+       ("dirichlet", {"concentration": "elu1"}), ("dirichlet", {"concentration": "exp"}),
+       ("dirichlet", {"concentration": "tempered"})]
 
 
 def make(relaxation="softmax", simplex="edge", seed=0, init_scale=1e-3, **options):
@@ -75,9 +76,9 @@ def test_unknown_names_raise_listing_the_allowed_ones():
 def test_dirichlet_sample_mean_approaches_beta_over_its_sum():
     torch.manual_seed(0)
     theta = torch.randn(3, 4, dtype=torch.float64)
-    for concentration in ("softplus", "elu1", "exp"):
+    for concentration, tau in (("softplus", 1.0), ("elu1", 1.0), ("exp", 1.0), ("tempered", 0.3)):
         relaxation = Dirichlet(concentration=concentration)
-        gamma, _ = relaxation.sample(theta.expand(20000, 3, 4), 1.0)
+        gamma, _ = relaxation.sample(theta.expand(20000, 3, 4), tau)
         torch.testing.assert_close(gamma.mean(0), relaxation.mean(theta), atol=1e-2, rtol=0)
     assert not torch.allclose(Dirichlet(concentration="elu1").beta(theta), Dirichlet().beta(theta))
 
@@ -89,6 +90,31 @@ def test_exp_concentration_has_the_softmax_mean_and_a_shift_sets_the_concentrati
     torch.testing.assert_close(relaxation.mean(theta + 2.0), relaxation.mean(theta))
     torch.testing.assert_close(relaxation.beta(theta + 2.0).sum(-1),
                                math.e ** 2 * relaxation.beta(theta).sum(-1))
+
+
+def test_tempered_concentration_is_k_tau_times_the_softmax_mean():
+    """Draws of Dir(tau K softmax(theta)): the softmax mean at any tau, the variance of a
+    Dirichlet of total concentration K tau, sparser draws at a lower tau; a common shift of
+    theta changes nothing (the search cannot buy draws nearer the mean)."""
+    theta = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    relaxation = Dirichlet(concentration="tempered", eps=0.0)
+    mean = torch.softmax(theta, -1)
+    torch.testing.assert_close(relaxation.mean(theta), mean)
+    torch.testing.assert_close(relaxation.beta(theta + 2.0), relaxation.beta(theta))
+    torch.testing.assert_close(relaxation.beta(theta).sum(-1), torch.full((3,), 4.0,
+                                                                          dtype=torch.float64))
+    torch.manual_seed(0)
+    entropy = {}
+    for tau in (1.0, 0.1):
+        gamma, _ = relaxation.sample(theta.expand(40000, 3, 4), tau)
+        torch.testing.assert_close(gamma.var(0), mean * (1 - mean) / (4 * tau + 1),
+                                   atol=3e-3, rtol=0.05)
+        entropy[tau] = -(gamma * gamma.clamp_min(1e-30).log()).sum(-1).mean().item()
+    assert entropy[0.1] < 0.5 * entropy[1.0]
+    # the uniform structure at tau = 1 draws uniformly on the simplex (Dir(1, ..., 1))
+    flat, _ = relaxation.sample(torch.zeros(40000, 4, dtype=torch.float64), 1.0)
+    assert flat[:, 0].mean().item() == pytest.approx(0.25, abs=5e-3)
+    assert flat[:, 0].var().item() == pytest.approx(0.75 * 0.25 / 5, rel=0.05)
 
 
 def test_hard_gumbel_is_one_hot_forward_with_nonzero_gradients():
@@ -326,7 +352,7 @@ def test_size_prior_logp_is_the_density_of_torch_distributions(name, options):
     torch.testing.assert_close(got, -p.log_prob(gamma).sum())
 
 
-def prior_only(name, lam, steps=150, cost_strength=3.0, seed=0, **options):
+def prior_only(name, lam, steps=150, cost_strength=3.0, seed=0, temperature=1.0, **options):
     """Optimize ``lam * R`` alone (no data term) by SGD; returns the mean structure weights."""
     arch = Architecture({"dag": SIZE_SPEC}, simplex="edge", init_scale=1e-3,
                         relaxation=make_relaxation(name, cost_strength=cost_strength, **options),
@@ -336,7 +362,7 @@ def prior_only(name, lam, steps=150, cost_strength=3.0, seed=0, **options):
     for _ in range(steps):
         opt.zero_grad()
         if lam:
-            (lam * arch.regularizer(temperature=1.0)).backward()
+            (lam * arch.regularizer(temperature=temperature)).backward()
             opt.step()
     return arch.mean()["dag"].detach()
 
@@ -356,6 +382,26 @@ def test_raising_lambda_moves_mass_to_cheaper_ops(name, options):
     mean = prior_only(name, 1.0, **options)
     assert mean[:, 3].mean() < 0.1
     assert (mean * SIZE_SPEC.cost()).sum(1).mean() < 0.5 * (0.1 + 1.0) / 4
+
+
+def test_the_profiles_dirichlet_prior_decides_for_the_cheapest_ops():
+    """relnas.profiles.DIRICHLET_FIELDS (tempered, alpha = 0.5 + 0.5 (1 - c), from 0.5 to 1):
+    with the data term off, lambda 0 moves nothing; raising lambda moves the mean to the
+    parameter-free ops and, at a low temperature (sparse draws), towards one op per edge."""
+    from relnas.profiles import DIRICHLET_FIELDS
+
+    def run(lam, steps=300):
+        return prior_only("dirichlet", lam, steps=steps, temperature=0.2, prior="logp",
+                          cost_strength=DIRICHLET_FIELDS["prior_cost"],
+                          beta0=DIRICHLET_FIELDS["beta0"],
+                          concentration=DIRICHLET_FIELDS["concentration"])
+
+    cheap = [run(lam)[:, :2].sum(1).mean().item() for lam in (0.0, 0.1, 1.0)]
+    assert cheap[0] == pytest.approx(0.5, abs=1e-2) and cheap[0] < cheap[1] < cheap[2]
+    assert cheap[2] > 0.9
+    decided = run(1.0, steps=1000)
+    entropy = -(decided * decided.clamp_min(1e-30).log()).sum(1) / math.log(decided.shape[1])
+    assert entropy.mean() < 0.5 and decided.max(1).values.median() > 0.75
 
 
 @pytest.mark.parametrize("name,options", SIZE_PRIORS)

@@ -19,8 +19,9 @@ def test_dirichlet_decisiveness_prints_a_row_per_variant_and_lambda(capsys):
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
     assert [(r[0].split(" (")[0], r[1]) for r in rows] == [
         ("DARTS", "0"), ("beta0 0.2, prior cost 0.6", "0"), ("beta0 0.2, prior cost 0.6", "10")]
-    for name, lam, mean_h, draw_h, sum_beta, margin, valid in rows:
+    for name, lam, mean_h, draw_h, sum_beta, margin, valid, params in rows:
         assert 0.0 <= float(mean_h) <= 1.0 and float(margin) >= 0 and float(valid) > 0
+        assert int(params.replace(",", "")) >= 751  # Boston's smallest net
         # entropy is concave: a draw's expected entropy is at most that of the mean (Jensen;
         # 16 draws, so a little Monte-Carlo slack)
         assert float(draw_h) <= float(mean_h) + 0.02

@@ -1,20 +1,23 @@
-"""Why the Dirichlet's mean structure stays spread (issue 10): Boston searches of the default
-profile's relnas-Dirichlet (per-vertex simplex, first order, fixed A) under variants of the
-relaxation and its prior, search phase only, one line per (variant, lambda) with the median
-over seeds of
+"""How decisive the Dirichlet's searches are (issue 10): searches of a dataset's (Boston's
+unless told) default profile's relnas-Dirichlet (per-vertex simplex, first order, fixed A)
+under variants of the relaxation and its prior, search phase only, one line per (variant,
+lambda) with the median over seeds of
 
 - ``H(mean)``: normalized entropy of the mean structure (what is discretized, the tables'
   "final entropy"),
 - ``E[H(draw)]``: the expected normalized entropy of draws (16 draws),
-- ``sum beta``: the mean total concentration of a group (small = sparse draws),
+- ``sum beta``: the mean total concentration of a group's draws at the last temperature
+  (small = sparse draws),
 - ``margin``: the median margin of the leading (edge, op) pair over the runner-up,
-- ``valid``: the search's last validation loss at the mean structure.
+- ``valid``: the search's last validation loss at the mean structure,
+- ``params``: the parameters of the net the search derives.
 
-    python tools/dirichlet_decisiveness.py [--seeds 0 1 2] [--lambdas 0 0.1 1 10 100]
-        [--variants profile softplus lr long elu beta05 beta02 sparse kl] [--no-darts]
+    python tools/dirichlet_decisiveness.py [--dataset boston] [--seeds 0 1 2]
+        [--lambdas 0 0.1 1 10 100]
+        [--variants profile exp tempered_wide lr long sparse exp_sparse kl] [--no-darts]
 
 A DARTS (softmax, per vertex) line at lambda 0 is the reference for how far a deterministic
-relaxation moves in the same steps. About 4 minutes on 2 CPU cores (one thread).
+relaxation moves in the same steps. Boston: about 1 s a search, MNIST about 4 s (one thread).
 """
 from __future__ import annotations
 
@@ -26,26 +29,27 @@ from pathlib import Path
 
 import torch
 
-from relnas import runtime, search, train
+from relnas import nets, runtime, search, train
 from relnas.config import make_config
 from relnas.plans import plan
 from relnas.profiles import DIRICHLET_ARCH_LR, PROFILES
 
 # name: (what it is, config fields over the profile's)
 VARIANTS = {
-    "profile": ("the profile (exp concentration, -log Dir, beta0 1, prior cost 3, "
+    "profile": ("the profile (tempered concentration, -log Dir, alpha 0.5 to 1, "
                 f"structure lr {DIRICHLET_ARCH_LR:g}x DARTS')", {}),
-    "softplus": ("concentration softplus (the plans' until 2026-11-30)",
-                 {"concentration": "softplus"}),
-    "lr": ("structure lr as DARTS' (0.1, the plans' until 2026-11-30)", {"arch_lr": 0.1}),
+    "exp": ("concentration exp, alpha 1 to 4 (the plans' until 2026-11-30, session 10)",
+            {"concentration": "exp", "beta0": 1.0, "prior_cost": 3.0}),
+    "tempered_wide": ("tempered, alpha 1 to 4 (beta0 1, prior cost 3)",
+                      {"beta0": 1.0, "prior_cost": 3.0}),
+    "lr": ("structure lr as DARTS' (0.1)", {"arch_lr": 0.1}),
     "long": ("4x the steps (128 epochs)", {"epochs": 128}),
-    "elu": ("concentration elu + 1", {"concentration": "elu1"}),
-    "beta05": ("beta0 0.5", {"beta0": 0.5}),
-    "beta02": ("beta0 0.2", {"beta0": 0.2}),
-    # at DARTS' lr: at the profile's 3x, draws underflow and the hypergradient turns NaN on
-    # some seeds (lambda 10 and 100; BENCHMARKS.md "The Dirichlet's structure lr")
-    "sparse": ("beta0 0.2, prior cost 0.6 (every alpha < 1, structure lr 0.1)",
-               {"beta0": 0.2, "prior_cost": 0.6, "arch_lr": 0.1}),
+    "sparse": ("beta0 0.2, prior cost 0.6 (alpha 0.2 to 0.8, tempered)",
+               {"beta0": 0.2, "prior_cost": 0.6}),
+    # at the profile's 3x, exp draws underflow and the hypergradient turned NaN on some seeds
+    # (lambda 10 and 100; BENCHMARKS.md "The Dirichlet's structure lr")
+    "exp_sparse": ("exp, alpha 0.2 to 0.8, structure lr 0.1",
+                   {"concentration": "exp", "beta0": 0.2, "prior_cost": 0.6, "arch_lr": 0.1}),
     "kl": ("closed-form KL prior", {"prior_form": "kl"}),
 }
 
@@ -58,30 +62,37 @@ def measure(cfg) -> dict[str, float]:
     out = search.decisiveness(done.arch)
     relaxation = done.arch.relaxation
     with torch.no_grad():
-        sums = [relaxation.beta(p).sum(-1).mean() for p in done.arch.theta.values()] \
+        sums = [relaxation.draw_beta(p, cfg.tau_end).sum(-1).mean()
+                for p in done.arch.theta.values()] \
             if hasattr(relaxation, "beta") else [torch.tensor(float("nan"))]
     out["sum_beta"] = float(torch.stack(sums).mean())
     out["valid"] = done.history[-1]["valid_loss"]
+    with torch.no_grad():
+        mean = {k: w.detach().cpu() for k, w in done.arch.mean().items()}
+    out["params"] = nets.count_parameters(
+        train.build_derived(cfg, search.discretize(cfg, done.net, mean)))
     return out
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="boston", help="a dataset with an MLP DAG profile")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.1, 1.0, 10.0, 100.0])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--no-darts", action="store_true", help="leave out the DARTS line")
     args = parser.parse_args(argv)
-    print("| variant | lambda | H(mean) | E[H(draw)] | sum beta | margin | valid |")
-    print("|---|---|---|---|---|---|---|")
-    darts = {"arch_lr": PROFILES["boston"]["default"]["arch_lr"]}  # not the Dirichlet's multiple
+    print("| variant | lambda | H(mean) | E[H(draw)] | sum beta | margin | valid | params |")
+    print("|---|---|---|---|---|---|---|---|")
+    # DARTS at the profile's arch_lr, not the Dirichlet's multiple
+    darts = {"arch_lr": PROFILES[args.dataset]["default"]["arch_lr"]}
     rows = [] if args.no_darts else [("DARTS (softmax, per vertex)", 0.0, "softmax", darts)]
     rows += [(VARIANTS[key][0], lam, "dirichlet", VARIANTS[key][1]) for key in args.variants
              for lam in args.lambdas]
     for name, lam, relaxation, over in rows:
         found = []
         for seed in args.seeds:
-            cfg = next(c for c in plan("boston", seeds=[seed], relaxations=("dirichlet",),
+            cfg = next(c for c in plan(args.dataset, seeds=[seed], relaxations=("dirichlet",),
                                        lambdas=[lam], learned_precision=(False,),
                                        include=("relnas",), conv_cell=False)
                        if c.simplex == "vertex")
@@ -92,7 +103,8 @@ def main(argv=None) -> int:
             return statistics.median(f[key] for f in found)
         print(f"| {name} | {lam:g} | {med('entropy_norm'):.2f} | "
               f"{med('sample_entropy_norm'):.2f} | {med('sum_beta'):.1f} | "
-              f"{med('margin_median'):.3f} | {med('valid'):.2f} |", flush=True)
+              f"{med('margin_median'):.3f} | {med('valid'):.2f} | {med('params'):,.0f} |",
+              flush=True)
     return 0
 
 
