@@ -220,9 +220,9 @@ class Dirichlet(Relaxation):
         return beta * temperature if self.concentration == "tempered" else beta
 
     def floored(self, gamma: Tensor) -> Tensor:
-        """A tempered draw with its coordinates floored at ``eps`` of the dtype: sparse draws
-        reach 1e-40 and below, subnormal floats that made a CPU search 3x slower (Boston);
-        the floor's coordinates take no gradient, as a clamped zero would not."""
+        """A tempered draw with its coordinates floored at ``eps`` of the dtype: its sparse
+        draws reach 1e-40 and below, subnormal floats that made a CPU search 3x slower
+        (Boston). A coordinate at the floor takes no gradient; the sum exceeds 1 by < K eps."""
         if self.concentration != "tempered":
             return gamma
         return gamma.clamp_min(torch.finfo(gamma.dtype).eps)
