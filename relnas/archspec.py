@@ -48,13 +48,15 @@ class ArchSpec:
         largest count among the ops allowed on the same edge (method.md 3: cost normalized per
         edge). Parameter-free ops cost 0; masked entries 0. Without ``op_params``: 0 for
         parameter-free ops, 1 for the others."""
+        return normalized_cost(self.params(), dim=1)
+
+    def params(self) -> torch.Tensor:
+        """``(n_edges, n_ops)`` float64 parameter count of each (edge, op), 0 where masked;
+        without ``op_params``: 1 for ops with weights, 0 for parameter-free ops."""
         mask = self.mask_tensor(torch.float64)
         if self.op_params:
-            params = torch.tensor(self.op_params, dtype=torch.float64) * mask
-        else:
-            params = (1.0 - torch.tensor(self.param_free, dtype=torch.float64)) * mask
-        top = params.amax(dim=1, keepdim=True)
-        return torch.where(top > 0, params / top.clamp_min(1.0e-12), torch.zeros_like(params))
+            return torch.tensor(self.op_params, dtype=torch.float64) * mask
+        return (1.0 - torch.tensor(self.param_free, dtype=torch.float64)) * mask
 
     @property
     def n_edges(self) -> int:
@@ -90,6 +92,12 @@ class ArchSpec:
     def mask_tensor(self, dtype=torch.bool, device=None) -> torch.Tensor:
         """The mask as an ``(n_edges, n_ops)`` tensor."""
         return torch.tensor(self.mask, dtype=dtype, device=device)
+
+
+def normalized_cost(params: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``params`` over their largest value along ``dim`` (0 where that largest value is 0)."""
+    top = params.amax(dim=dim, keepdim=True)
+    return torch.where(top > 0, params / top.clamp_min(1.0e-12), torch.zeros_like(params))
 
 
 class MixedEdge(nn.Module):

@@ -50,7 +50,7 @@ def _range(lo: float | None = None, *, gt: bool = False, hi: float | None = None
 # every stored run. Never change the default of a field listed here: stored runs would be reused
 # for the new default.
 OPTIONAL_FIELDS = ("search_subset", "precision_update", "readout", "data_fingerprint", "augment",
-                   "amp", "channels_last", "compile", "resident")
+                   "amp", "channels_last", "compile", "resident", "cost_scope")
 
 
 DIRICHLET_CONCENTRATION = "exp"
@@ -100,6 +100,9 @@ class Config:
     # prior_form="kl", beta0=0.5). prior_cost 3 and beta0 1: the prototype of method.md 3.
     prior_form: str = field(default="logp", metadata=_choice("logp", "kl"))
     prior_cost: float = field(default=3.0, metadata=_range(0.0))
+    # the cost c is normalized per edge (method.md 3) or over the entry's simplex group (per
+    # vertex: input and hidden layers compared by their weights; relnas.relax.COST_SCOPES)
+    cost_scope: str = field(default="edge", metadata=_choice("edge", "simplex"))
     beta0: float = field(default=1.0, metadata=_range(0.0, gt=True))  # Dirichlet prior base
     # Dirichlet concentration map of theta; make_config gives a Dirichlet run "exp"
     # (DIRICHLET_CONCENTRATION) unless told: its mean is softmax(theta), as DARTS' and Gumbel's

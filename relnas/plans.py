@@ -26,7 +26,7 @@ from relnas.store import RunLockedError
 from relnas.runtime import worker_pool
 from relnas.profiles import (CELL_OVERRIDES, EXPERTS_FOR, PRUNED_EXPERT, RELNAS_SIMPLEX,
                              SECOND_SPACE, EXTRA_SWEEP_SIMPLICES, base_config, relnas_label,
-                             relaxation_fields)
+                             cost_scope_fields, relaxation_fields)
 from relnas.runs import profile_results_dir, row
 from relnas.runs import load_runs  # noqa: F401 (notebook 04_paper imports it from here)
 
@@ -162,10 +162,12 @@ def _main_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
                 # the lambda sweep (fixed A) per simplex, then learned vs fixed A at the same
                 # order (2) in the main simplex
                 own = {**one, **relaxation_fields(name, one)}
-                configs += [make_config(**own, simplex=s, relaxation=name, lam=float(lam),
-                                        order=order) for s in sweep for lam in lambdas]
+                configs += [make_config(**own, **cost_scope_fields(s, own), simplex=s,
+                                        relaxation=name, lam=float(lam), order=order)
+                            for s in sweep for lam in lambdas]
                 if True in learned_precision:
-                    configs += [make_config(**own, simplex=simplex, relaxation=name,
+                    configs += [make_config(**own, **cost_scope_fields(simplex, own),
+                                            simplex=simplex, relaxation=name,
                                             lam=float(lam), **variant)
                                 for lam in ard_lambdas for variant in _ard_variants(order)]
     return list({cfg.to_json(): cfg for cfg in configs}.values())  # a sweep row counted once

@@ -155,6 +155,24 @@ def relaxation_fields(relaxation: str, fields: dict[str, Any]) -> dict[str, Any]
     return {**own, "arch_lr": float(f"{lr:.12g}")}  # 0.3, not 0.30000000000000004
 
 
+# The size prior's cost in the per-vertex simplex (since 2026-11-30, session 12): an entry's
+# parameters over the most among its vertex's entries, not among its edge's ops (COST_SCOPES
+# in relnas.relax). Per edge an MNIST input layer (50,240 weights) and a hidden one (4,160)
+# both cost 1, and the Dirichlet's sparse prior made the searches commit early to input
+# layers: 10 new seeds, lambda 0 / 0.1 / 1, median params 105,290 / 105,290 / 128,330 (larger
+# with the prior); over the simplex 105,290 / 59,210 at 0.1 / 1, 57,130 at 10. Chosen on search
+# diagnostics: BENCHMARKS.md "The size prior's cost over the vertex's simplex".
+VERTEX_COST_SCOPE = "simplex"
+
+
+def cost_scope_fields(simplex: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The ``cost_scope`` of a relnas search in ``simplex``: the profile's or an override's
+    when ``fields`` set it, else ``VERTEX_COST_SCOPE`` per vertex (per edge both are one)."""
+    if "cost_scope" in fields or simplex != "vertex":
+        return {}
+    return {"cost_scope": VERTEX_COST_SCOPE}
+
+
 # The simplex of the relnas rows (an explicit `simplex` override wins): in the MLP DAG the
 # paper's eq. 2, one distribution per vertex over all its incoming (edge, op) pairs, so that
 # edges compete for a vertex; in conv cells the per-edge simplex of DARTS, whose top-2 rule

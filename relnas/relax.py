@@ -25,10 +25,16 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from relnas.archspec import normalized_cost
 from relnas.relaxations import (RELAXATIONS, Dirichlet, Gumbel, Relaxation,  # noqa: F401
                                 Softmax, make_relaxation, temperature)
 
 SIMPLICES = ("edge", "vertex")
+# What the size prior's cost of an (edge, op) is normalized by: the most parameters among the
+# ops of its edge (method.md 3), or among the entries of its simplex group (per vertex: every
+# (edge, op) into the vertex, so an input layer costs more than a hidden one of fewer weights).
+# The two agree for simplex="edge".
+COST_SCOPES = ("edge", "simplex")
 
 
 class StructureSample(dict):
@@ -64,6 +70,16 @@ def simplex_groups(spec, simplex: str) -> list[list[tuple[int, int]]]:
     return [g for g in groups if g]
 
 
+def _entry_cost(spec, index: Tensor, scope: str) -> Tensor:
+    """Cost in [0, 1] of every entry ``(G, K)`` of ``index`` for the size prior, normalized per
+    edge or per group (``COST_SCOPES``); zeros for a spec without costs."""
+    if not hasattr(spec, "cost"):
+        return torch.zeros(index.shape)
+    if scope == "edge":
+        return spec.cost().flatten()[index].float()
+    return normalized_cost(spec.params().flatten()[index], dim=-1).float()
+
+
 def _straight_through(gamma: Tensor) -> Tensor:
     """One-hot of the argmax in the forward pass, the gradient of ``gamma`` in the backward."""
     # scatter rather than F.one_hot, which reads the indices on the host (not under vmap)
@@ -82,10 +98,12 @@ class Architecture(nn.Module):
 
     def __init__(self, arch_spec: Mapping[str, object], *, relaxation: Relaxation | str = "softmax",
                  simplex: str = "edge", init_scale: float = 1e-3,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, cost_scope: str = "edge"):
         super().__init__()
         if simplex not in SIMPLICES:
             raise ValueError(f"simplex must be one of {SIMPLICES}, got {simplex!r}")
+        if cost_scope not in COST_SCOPES:
+            raise ValueError(f"cost_scope must be one of {COST_SCOPES}, got {cost_scope!r}")
         self.relaxation = make_relaxation(relaxation) if isinstance(relaxation, str) else relaxation
         self.simplex, self.specs = simplex, dict(arch_spec)
         self.theta = nn.ParameterDict()
@@ -102,9 +120,7 @@ class Architecture(nn.Module):
                 self.theta[key] = nn.Parameter(
                     init_scale * torch.randn(len(groups), size, generator=generator))
                 ops = tuple(tuple(spec.op_names[k] for _, k in g) for g in groups)
-                # cost in [0, 1] of every entry (G, K), for the size prior (relnas.space)
-                cost = spec.cost().flatten()[index].float() if hasattr(spec, "cost") \
-                    else torch.zeros(index.shape)
+                cost = _entry_cost(spec, index, cost_scope)
                 self.register_buffer(f"cost_{key}", cost, persistent=False)
                 self._buckets.append(_Bucket(kind, key, ops))
         if not self._buckets:

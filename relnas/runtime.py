@@ -5,10 +5,14 @@ on it. Every phase (the bilevel search, each training of a network) keeps a :cla
 every epoch it saves the full state into the run folder (weights, structure, precisions,
 optimizers, schedulers, epoch, RNG states, history, elapsed time), atomically; rerunning the same
 config resumes from there. The data order of an epoch depends only on (seed, epoch), so a resumed
-run replays exactly what the uninterrupted run would have done.
+run replays exactly what the uninterrupted run would have done. A checkpoint records the code
+that wrote it (:func:`code_version`); one written by other code (the package edited under a
+stopped run) is set aside and the phase starts over, so a run never mixes two versions.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import os
 import platform
@@ -121,6 +125,18 @@ def place(module: nn.Module, device: torch.device, channels_last: bool = False) 
     return module
 
 
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """SHA-256 (16 hex digits) of the relnas package's Python sources: what a checkpoint was
+    written by. Computed once per process."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 # ----------------------------------------------------------------------------- phases
 class Phase:
     """Bookkeeping of one resumable phase: checkpoint path, history rows, elapsed seconds."""
@@ -135,6 +151,14 @@ class Phase:
         """Load modules/optimizers/schedulers (by name) and RNG states; True when resumed."""
         state = load_checkpoint(self.path)
         if state is None:
+            return False
+        if state.get("code") != code_version():
+            aside = self.path.with_name(self.path.name + ".stale")
+            if distributed.is_main():
+                os.replace(self.path, aside)
+            warnings.warn(f"{self.path}: written by other relnas code ({state.get('code')}, "
+                          f"now {code_version()}); moved to {aside.name}, the phase starts over",
+                          stacklevel=2)
             return False
         for name, obj in modules.items():
             obj.load_state_dict(state["modules"][name])
@@ -152,7 +176,7 @@ class Phase:
         save_checkpoint(self.path, {
             "modules": {name: obj.state_dict() for name, obj in modules.items()},
             "rng": rng_state(), "epoch": self.epoch, "history": self.history,
-            "elapsed": self.elapsed, "extra": self.extra})
+            "elapsed": self.elapsed, "extra": self.extra, "code": code_version()})
 
     def epochs(self, total: int):
         rng = range(self.epoch, total)

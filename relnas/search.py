@@ -113,7 +113,7 @@ def build_search(cfg: Config, task: Task, device: torch.device) -> Parts:
                              **size_prior},
                "gumbel": size_prior, "softmax": {}}[cfg.relaxation]
     arch = Architecture(net.arch_spec(), relaxation=make_relaxation(cfg.relaxation, **options),
-                        simplex=cfg.simplex,
+                        simplex=cfg.simplex, cost_scope=cfg.cost_scope,
                         generator=torch.Generator().manual_seed(cfg.seed)).to(device)
     (xt, _), (xv, _) = task.search_split("train"), task.search_split("valid")
     hypergradient_a = cfg.learned_precision and cfg.precision_update == "hypergradient"

@@ -203,8 +203,11 @@ def test_profile_says_every_field_a_profile_sets(capsys):
     assert said["common"]["epochs"] == 32 and said["common"]["n_hidden"] == 3
     # the Dirichlet's structure lr (3x, relnas.profiles.DIRICHLET_ARCH_LR) differs from the
     # others', so arch_lr is said per method
+    # the per-vertex rows' size prior costs ops over the vertex's simplex (VERTEX_COST_SCOPE)
     assert said["methods"]["relnas-Gumbel"] == {"readout": "sum", "relaxation": "gumbel",
-                                                "simplex": "vertex", "arch_lr": 0.1}
+                                                "simplex": "vertex", "arch_lr": 0.1,
+                                                "cost_scope": "simplex"}
+    assert "cost_scope" not in said["methods"]["relnas-Gumbel per edge"]
     assert said["methods"]["relnas-Dirichlet"]["arch_lr"] == 0.3
     assert said["methods"]["Expert MLP 13-50-50-1"] == {"method": "expert", "arch_lr": 0.1}
     assert cli.main(["profile", "boston"]) == 0

@@ -121,6 +121,26 @@ def test_the_dirichlet_searches_run_at_their_multiple_of_the_structure_lr(datase
             if c.relaxation == "dirichlet" and c.space == told[0].space} == {("exp", 2.0)}
 
 
+@pytest.mark.parametrize("dataset, profile", [("boston", "default"), ("mnist", "default"),
+                                              ("cifar10", "cpu")])
+def test_the_per_vertex_searches_cost_their_ops_over_the_vertex_simplex(dataset, profile):
+    """Every relnas search in the per-vertex simplex (sweep and learned A) normalizes the size
+    prior's cost over the vertex's simplex (VERTEX_COST_SCOPE); per-edge searches and the
+    other methods keep the default (so their stored runs keep their hashes); an override wins."""
+    from relnas.plans import plan
+    from relnas.profiles import VERTEX_COST_SCOPE
+
+    configs = plan(dataset, profile=profile, seeds=[0], lambdas=[0.0, 1.0])
+    vertex = [c for c in configs if c.simplex == "vertex"]
+    assert {c.cost_scope for c in vertex} == ({VERTEX_COST_SCOPE} if vertex else set())
+    assert {c.relaxation for c in vertex} == ({"dirichlet", "gumbel"} if vertex else set())
+    assert len(vertex) > 0 or dataset == "cifar10"
+    assert {c.cost_scope for c in configs if c.simplex != "vertex"} == {"edge"}
+    assert all("cost_scope" not in c.to_dict() for c in configs if c.simplex != "vertex")
+    told = plan(dataset, profile=profile, seeds=[0], lambdas=[1.0], cost_scope="edge")
+    assert {c.cost_scope for c in told} == {"edge"}
+
+
 def test_mnist_default_plans_the_conv_cell_beside_the_mlp_dag():
     from relnas.plans import plan
     from relnas.profiles import method_label

@@ -404,6 +404,60 @@ def test_the_profiles_dirichlet_prior_decides_for_the_cheapest_ops():
     assert entropy.mean() < 0.5 and decided.max(1).values.median() > 0.75
 
 
+# A vertex fed by an input edge (ops of 500 parameters) and a hidden edge (50): per edge both
+# weighted ops cost 1, over the vertex's simplex the hidden one costs 0.1.
+SCOPE_OPS = ("zero", "identity", "linear")
+SCOPE_SPEC = Spec(SCOPE_OPS, ((0, 1), (0, 2), (1, 2)),
+                  ((True, False, True), (True, False, True), (True, True, True)),
+                  (True, True, False), ((0, 0, 500), (0, 0, 500), (0, 0, 50)))
+
+
+def _vertex_cost(scope: str) -> torch.Tensor:
+    arch = Architecture({"dag": SCOPE_SPEC}, relaxation="gumbel", simplex="vertex",
+                        cost_scope=scope)
+    return arch._dense({b.key: getattr(arch, f"cost_{b.key}") for b in arch._buckets})["dag"]
+
+
+def test_cost_scope_normalizes_by_the_edge_or_by_the_vertex_simplex():
+    edge, simplex = _vertex_cost("edge"), _vertex_cost("simplex")
+    torch.testing.assert_close(edge, SCOPE_SPEC.cost().float())
+    torch.testing.assert_close(edge[1:, 2], torch.tensor([1.0, 1.0]))
+    # vertex 2's simplex: linear on 0 -> 2 is the costliest (500), on 1 -> 2 a tenth of it
+    torch.testing.assert_close(simplex[1:, 2], torch.tensor([1.0, 0.1]))
+    torch.testing.assert_close(simplex[:, :2], edge[:, :2])  # parameter-free ops cost 0
+    # with per-edge simplices the two scopes are the same
+    arch = Architecture({"dag": SCOPE_SPEC}, relaxation="gumbel", simplex="edge",
+                        cost_scope="simplex")
+    got = arch._dense({b.key: getattr(arch, f"cost_{b.key}") for b in arch._buckets})["dag"]
+    torch.testing.assert_close(got, edge)
+    with pytest.raises(ValueError, match="cost_scope must be one of"):
+        Architecture({"dag": SCOPE_SPEC}, simplex="vertex", cost_scope="global")
+
+
+@pytest.mark.parametrize("name,options", [("gumbel", {"prior": "logp"}),
+                                          ("dirichlet", {"prior": "logp", "beta0": 1.0})])
+def test_the_simplex_cost_scope_moves_a_vertex_to_its_cheaper_edge(name, options):
+    """Data term off, vertex 2 choosing between linear on the input edge (500 parameters) and
+    on the hidden edge (50): per edge the prior cannot tell them apart, over the simplex it
+    moves mass from the costly layer to the cheap one."""
+    def run(scope):
+        arch = Architecture({"dag": SCOPE_SPEC}, simplex="vertex", cost_scope=scope,
+                            relaxation=make_relaxation(name, cost_strength=3.0, **options),
+                            generator=torch.Generator().manual_seed(0)).double()
+        opt = torch.optim.SGD(arch.parameters(), lr=0.05)
+        torch.manual_seed(0)
+        for _ in range(200):
+            opt.zero_grad()
+            arch.regularizer(temperature=1.0).backward()
+            opt.step()
+        return arch.mean()["dag"].detach()
+
+    edge, simplex = run("edge"), run("simplex")
+    # hidden layer over input layer (the free ops take most of the mass at this lambda)
+    assert 0.5 < (edge[2, 2] / edge[1, 2]).item() < 2.0
+    assert (simplex[2, 2] / simplex[1, 2]).item() > 3.0
+
+
 @pytest.mark.parametrize("name,options", SIZE_PRIORS)
 def test_symmetric_prior_does_not_prefer_cheap_ops(name, options):
     mean = prior_only(name, 1.0, cost_strength=0.0, **options)

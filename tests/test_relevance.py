@@ -50,6 +50,35 @@ def test_a_real_curve_starts_at_the_supernet_and_is_stored(tmp_path):
 
 
 
+def test_each_removed_set_is_evaluated_once_and_equals_a_fresh_point(monkeypatch):
+    """Orders and fractions that remove the same groups share one point (before and after
+    the retrain); the shared value is what a fresh evaluation of that set gives."""
+    cfg = relevance.make_config(dataset="boston", n_hidden=2, width=4, epochs=2, threads=1,
+                                relaxation="gumbel", simplex="vertex", lam=1.0,
+                                learned_precision=True, precision_update="evidence",
+                                batch_size=304)
+    seen, real = [], relevance.point
+
+    def spy(net, mean, removed, *args):
+        value = real(net, mean, removed, *args)
+        seen.append((frozenset(r["group"] for r in removed), value, (net, mean, removed, *args)))
+        return value
+
+    monkeypatch.setattr(relevance, "point", spy)
+    rows = pd.DataFrame(relevance.compute_curve(cfg, retrain_epochs=1, repeats=2))
+    sets = [s[0] for s in seen]
+    assert len(sets) == len(set(sets)) < len(rows) // 2  # shared: fewer points than rows
+    # the fraction-0 point (nothing removed) is one for every order and repeat
+    start = rows[rows["fraction"] == 0.0]
+    assert len(start) == 2 * 5 and start.groupby("retrain")["test_metric"].nunique().eq(1).all()
+    # every row is one of the points, and a point computed again is the same
+    values = {value for _, value, _ in seen}
+    pairs = rows["test_metric"].to_numpy().reshape(-1, 2)
+    assert {tuple(p) for p in pairs.tolist()} <= values
+    for _, value, args in (seen[1], seen[-1]):
+        assert real(*args) == value
+
+
 def test_stored_curves_are_read_without_starting_workers(tmp_path, monkeypatch):
     base = dict(dataset="boston", n_hidden=2, width=4, epochs=2, retrain_epochs=1, threads=1,
                 relaxation="gumbel", simplex="vertex", lam=1.0, order=2,

@@ -284,6 +284,48 @@ def test_a_damaged_checkpoint_is_named_moved_aside_and_the_run_starts_over(refer
     assert (folder / "checkpoint_search.pt.damaged").read_bytes() == b"PK\x03\x04 truncated"
 
 
+def test_a_checkpoint_of_other_code_is_set_aside_and_the_run_starts_over(reference, tmp_path,
+                                                                         monkeypatch):
+    """A stopped run resumed after the package changed would mix two versions of the code:
+    its checkpoint names the code that wrote it, and one of other code is not resumed."""
+    results = tmp_path / "results"
+    folder = _run_dir(results, RESUME)
+    epoch = _kill_when_exists(_spawn(RESUME, results), folder / "checkpoint_search.pt")
+    path = folder / "checkpoint_search.pt"
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    assert state["code"] == runtime.code_version()
+    # what an older code would have left: another structure, so a resume would show
+    state["code"] = "0123456789abcdef"
+    for name, theta in state["modules"]["arch"].items():
+        state["modules"]["arch"][name] = theta + 5.0 * torch.randn_like(theta)
+    torch.save(state, path)
+
+    calls = _spy_restore(monkeypatch)
+    with pytest.warns(UserWarning, match=r"checkpoint_search\.pt: written by other relnas code "
+                                         r"\(0123456789abcdef"):
+        result = run(RESUME, results_dir=results)
+    assert calls == [("search", False, 0), ("retrain", False, 0)]
+    assert_same_run(result, reference)
+    assert torch.load(folder / "checkpoint_search.pt.stale", weights_only=False)["epoch"] == epoch
+
+
+def test_the_code_version_follows_the_package_sources(tmp_path, monkeypatch):
+    """code_version hashes every .py file of the package: an edit anywhere changes it."""
+    import shutil
+    copy = tmp_path / "relnas"
+    shutil.copytree(Path(runtime.__file__).parent, copy,
+                    ignore=shutil.ignore_patterns("__pycache__", "_data"))
+    monkeypatch.setattr(runtime, "__file__", str(copy / "runtime.py"))
+    versions = []
+    for edit in ("", "# a comment\n"):
+        with open(copy / "relax.py", "a") as f:
+            f.write(edit)
+        runtime.code_version.cache_clear()
+        versions.append(runtime.code_version())
+    runtime.code_version.cache_clear()
+    assert versions[0] != versions[1] and len(versions[0]) == 16
+
+
 def test_non_finite_error_crosses_a_process_pool():
     """A worker's NonFiniteError reaches the plan as itself, not as a BrokenProcessPool (its
     constructor takes four fields, which plain exception pickling does not pass back)."""

@@ -19,7 +19,8 @@ RUN = dict(MLP, relaxation="gumbel", lam=1.0)
 # Another valid value of every SEARCH_ONLY field (a field missing here fails the test below)
 OTHER = dict(relaxation="gumbel", lam=3.0, order=2, simplex="vertex", top_k=2, keep_mass=0.5,
              arch_lr=0.7, arch_beta1=0.9, arch_beta2=0.99, arch_weight_decay=0.1, beta0=0.3,
-             prior_cost=1.0, prior_form="kl", concentration="elu1", tau_start=2.0, tau_end=0.5,
+             prior_cost=1.0, prior_form="kl", concentration="elu1", cost_scope="simplex",
+             tau_start=2.0, tau_end=0.5,
              tau_schedule="linear", hard=True, hvp="exact", fd_eps=0.1, xi=0.01,
              learned_precision=True, precision_update="evidence", precision_lr=0.5, epochs=7,
              batch_size=16, w_lr=0.3, w_lr_min=0.01, weight_decay=0.1, random_samples=9,

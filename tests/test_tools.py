@@ -19,10 +19,23 @@ def test_dirichlet_decisiveness_prints_a_row_per_variant_and_lambda(capsys):
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
     assert [(r[0].split(" (")[0], r[1]) for r in rows] == [
         ("DARTS", "0"), ("beta0 0.2, prior cost 0.6", "0"), ("beta0 0.2, prior cost 0.6", "10")]
-    for name, lam, mean_h, draw_h, sum_beta, margin, valid, params in rows:
+    for name, lam, mean_h, draw_h, sum_beta, margin, valid, params, per_seed in rows:
         assert 0.0 <= float(mean_h) <= 1.0 and float(margin) >= 0 and float(valid) > 0
         assert int(params.replace(",", "")) >= 751  # Boston's smallest net
+        assert per_seed == params  # one seed: its own size is the median
         # entropy is concave: a draw's expected entropy is at most that of the mean (Jensen;
         # 16 draws, so a little Monte-Carlo slack)
         assert float(draw_h) <= float(mean_h) + 0.02
         assert (sum_beta == "nan") == name.startswith("DARTS")
+
+
+def test_dirichlet_decisiveness_runs_the_gumbel_rows_per_seed(capsys):
+    tool = _load("dirichlet_decisiveness")
+    assert tool.main(["--seeds", "0", "1", "--lambdas", "1", "--variants", "edge_cost",
+                      "--relaxation", "gumbel", "--no-darts"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    (row,) = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
+    assert row[0].startswith("the profile, cost normalized per edge") and row[1] == "1"
+    assert row[4] == "nan"  # no concentration: the Gumbel's rows
+    sizes = [int(p.replace(",", "")) for p in row[8].split(" / ")]
+    assert len(sizes) == 2 and min(sizes) <= int(row[7].replace(",", "")) <= max(sizes)

@@ -1,7 +1,7 @@
 """How decisive the Dirichlet's searches are (issue 10): searches of a dataset's (Boston's
-unless told) default profile's relnas-Dirichlet (per-vertex simplex, first order, fixed A)
-under variants of the relaxation and its prior, search phase only, one line per (variant,
-lambda) with the median over seeds of
+unless told) default profile's relnas-Dirichlet (or ``--relaxation gumbel``; per-vertex
+simplex, first order, fixed A) under variants of the relaxation and its prior, search phase
+only, one line per (variant, lambda) with the median over seeds of
 
 - ``H(mean)``: normalized entropy of the mean structure (what is discretized, the tables'
   "final entropy"),
@@ -10,11 +10,12 @@ lambda) with the median over seeds of
   (small = sparse draws),
 - ``margin``: the median margin of the leading (edge, op) pair over the runner-up,
 - ``valid``: the search's last validation loss at the mean structure,
-- ``params``: the parameters of the net the search derives.
+- ``params``: the parameters of the net the search derives (median, then per seed).
 
     python tools/dirichlet_decisiveness.py [--dataset boston] [--seeds 0 1 2]
         [--lambdas 0 0.1 1 10 100]
-        [--variants profile exp tempered_wide lr long sparse exp_sparse kl] [--no-darts]
+        [--variants profile exp tempered_wide lr long sparse exp_sparse kl tempered_flat
+                    tau_mild edge_cost] [--relaxation dirichlet] [--no-darts]
 
 A DARTS (softmax, per vertex) line at lambda 0 is the reference for how far a deterministic
 relaxation moves in the same steps. Boston: about 1 s a search, MNIST about 4 s (one thread).
@@ -36,8 +37,8 @@ from relnas.profiles import DIRICHLET_ARCH_LR, PROFILES
 
 # name: (what it is, config fields over the profile's)
 VARIANTS = {
-    "profile": ("the profile (tempered concentration, -log Dir, alpha 0.5 to 1, "
-                f"structure lr {DIRICHLET_ARCH_LR:g}x DARTS')", {}),
+    "profile": ("the profile (cost over the vertex's simplex; Dirichlet: tempered, -log Dir, "
+                f"alpha 0.5 to 1, structure lr {DIRICHLET_ARCH_LR:g}x DARTS')", {}),
     "exp": ("concentration exp, alpha 1 to 4 (the plans' until 2026-11-30, session 10)",
             {"concentration": "exp", "beta0": 1.0, "prior_cost": 3.0}),
     "tempered_wide": ("tempered, alpha 1 to 4 (beta0 1, prior cost 3)",
@@ -51,6 +52,11 @@ VARIANTS = {
     "exp_sparse": ("exp, alpha 0.2 to 0.8, structure lr 0.1",
                    {"concentration": "exp", "beta0": 0.2, "prior_cost": 0.6, "arch_lr": 0.1}),
     "kl": ("closed-form KL prior", {"prior_form": "kl"}),
+    "tempered_flat": ("tempered, alpha 1 to 2 (beta0 1, prior cost 1: flat over ops with "
+                      "weights)", {"beta0": 1.0, "prior_cost": 1.0}),
+    "tau_mild": ("the profile, draws' temperature annealed to 0.3 (not 0.1)", {"tau_end": 0.3}),
+    "edge_cost": ("the profile, cost normalized per edge (the plans' until session 12)",
+                  {"cost_scope": "edge"}),
 }
 
 
@@ -81,18 +87,23 @@ def main(argv=None) -> int:
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.1, 1.0, 10.0, 100.0])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--no-darts", action="store_true", help="leave out the DARTS line")
+    parser.add_argument("--relaxation", default="dirichlet", choices=("dirichlet", "gumbel"),
+                        help="the plan's relnas rows of this relaxation (gumbel: variants that "
+                             "set Dirichlet fields do not apply)")
     args = parser.parse_args(argv)
-    print("| variant | lambda | H(mean) | E[H(draw)] | sum beta | margin | valid | params |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| variant | lambda | H(mean) | E[H(draw)] | sum beta | margin | valid | params "
+          "| params per seed |")
+    print("|---|---|---|---|---|---|---|---|---|")
     # DARTS at the profile's arch_lr, not the Dirichlet's multiple
     darts = {"arch_lr": PROFILES[args.dataset]["default"]["arch_lr"]}
     rows = [] if args.no_darts else [("DARTS (softmax, per vertex)", 0.0, "softmax", darts)]
-    rows += [(VARIANTS[key][0], lam, "dirichlet", VARIANTS[key][1]) for key in args.variants
-             for lam in args.lambdas]
+    rows += [(VARIANTS[key][0], lam, args.relaxation, VARIANTS[key][1])
+             for key in args.variants for lam in args.lambdas]
     for name, lam, relaxation, over in rows:
         found = []
         for seed in args.seeds:
-            cfg = next(c for c in plan(args.dataset, seeds=[seed], relaxations=("dirichlet",),
+            searched = "dirichlet" if relaxation == "softmax" else relaxation
+            cfg = next(c for c in plan(args.dataset, seeds=[seed], relaxations=(searched,),
                                        lambdas=[lam], learned_precision=(False,),
                                        include=("relnas",), conv_cell=False)
                        if c.simplex == "vertex")
@@ -101,10 +112,11 @@ def main(argv=None) -> int:
 
         def med(key):
             return statistics.median(f[key] for f in found)
+        per_seed = " / ".join(f"{f['params']:,.0f}" for f in found)
         print(f"| {name} | {lam:g} | {med('entropy_norm'):.2f} | "
               f"{med('sample_entropy_norm'):.2f} | {med('sum_beta'):.1f} | "
-              f"{med('margin_median'):.3f} | {med('valid'):.2f} | {med('params'):,.0f} |",
-              flush=True)
+              f"{med('margin_median'):.3f} | {med('valid'):.2f} | {med('params'):,.0f} | "
+              f"{per_seed} |", flush=True)
     return 0
 
 
