@@ -14,7 +14,8 @@ dirichlet   Dirichlet(beta) sample, beta(theta)     -log p(gamma) or KL(Dir(beta
 
 The prior ``p`` is a *size prior* (method.md 3) when ``cost_strength`` s > 0: its parameters come
 from each (edge, op)'s cost ``c`` in [0, 1] (parameters over the most on the edge, see
-``ArchSpec.cost``), so that cheap ops get more prior mass: Concrete logits ``phi = -s c``,
+``ArchSpec.cost``, or over the most in its simplex group: ``relnas.relax.COST_SCOPES``), so
+that cheap ops get more prior mass: Concrete logits ``phi = -s c``,
 Dirichlet concentrations ``alpha = beta0 + s (1 - c)``. With ``s = 0`` the prior is symmetric
 over ops (DrNAS' ``Dir(beta0)``, a uniform Concrete) and only sharpens or flattens the structure.
 ``prior="logp"`` is the paper's product of probabilities ``-log p(gamma)`` at the drawn gamma.

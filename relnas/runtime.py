@@ -11,7 +11,6 @@ stopped run) is set aside and the phase starts over, so a run never mixes two ve
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import os
@@ -125,16 +124,24 @@ def place(module: nn.Module, device: torch.device, channels_last: bool = False) 
     return module
 
 
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """SHA-256 (16 hex digits) of the relnas package's Python sources: what a checkpoint was
-    written by. Computed once per process."""
+def source_hash(package: Path) -> str:
+    """SHA-256 (16 hex digits) of the Python sources below ``package`` (names and contents)."""
     digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent
     for path in sorted(package.rglob("*.py")):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+# The code this process runs: hashed when it imports relnas, so that sources edited while it
+# runs do not pass for its own (a worker started later hashes the edited sources)
+_CODE_VERSION = source_hash(Path(__file__).resolve().parent)
+
+
+def code_version() -> str:
+    """:func:`source_hash` of the relnas package as this process imported it: what its
+    checkpoints are written by."""
+    return _CODE_VERSION
 
 
 # ----------------------------------------------------------------------------- phases
