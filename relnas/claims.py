@@ -81,23 +81,26 @@ def sweep(runs: pd.DataFrame) -> pd.DataFrame:
     """The lambda sweep: one row per sweep label and lambda with the median and mean parameter
     count, the mean test metric, that of magnitude pruning and of random search at the same
     sizes (same seed and parameter count, ``matched``), the mean final normalized entropy, the
-    agreement of the seeds on the kept (edge, op) pairs (``seed_agreement``) and the number of
-    seeds."""
+    agreement of the seeds on the kept (edge, op) pairs (``seed_agreement``), the number of
+    seeds and each seed's parameter count (``params_by_seed``, in seed order: a median of few
+    seeds moves by a whole mode when one seed derives another net)."""
     rows = sweep_rows(runs)
     columns = ["label", "lam", "median_params", "mean_params", "test_metric", "pruning",
-               "random_search", "entropy_end", "agreement", "seeds"]
+               "random_search", "entropy_end", "agreement", "seeds", "params_by_seed"]
     if rows.empty:
         return pd.DataFrame(columns=columns)
     rows = rows.assign(**{c: rows[c] if c in rows else math.nan
                           for c in ("entropy_norm_end", "kept")})
     rows = rows.assign(pruning=_at_sizes(rows, matched(runs, "prune")),
                        random_search=_at_sizes(rows, matched(runs, "random")))
+    rows = rows.sort_values("seed")
     return (rows.groupby(["label", "lam"])
             .agg(median_params=("params", "median"), mean_params=("params", "mean"),
                  test_metric=("test_metric", "mean"), pruning=("pruning", "mean"),
                  random_search=("random_search", "mean"),
                  entropy_end=("entropy_norm_end", "mean"), agreement=("kept", seed_agreement),
-                 seeds=("seed", "nunique"))
+                 seeds=("seed", "nunique"),
+                 params_by_seed=("params", lambda p: " / ".join(f"{int(v):,}" for v in p)))
             .reset_index().sort_values(["label", "lam"])[columns].reset_index(drop=True)
             .round({"mean_params": 0, "entropy_end": 3, "agreement": 2}))
 

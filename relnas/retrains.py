@@ -26,7 +26,8 @@ from relnas.genotype import Genotype
 # net's). tests/test_retrains.py retrains one genotype under two values of each and compares.
 SEARCH_ONLY = ("relaxation", "lam", "order", "simplex", "top_k", "keep_mass", "arch_lr",
                "arch_beta1", "arch_beta2", "arch_weight_decay", "beta0", "prior_cost",
-               "prior_form", "concentration", "cost_scope", "tau_start", "tau_end", "tau_schedule", "hard",
+               "prior_form", "concentration", "cost_scope", "tau_start", "tau_end",
+               "tau_schedule", "hard",
                "hvp", "fd_eps", "xi", "learned_precision", "precision_update", "precision_lr",
                "epochs", "batch_size", "w_lr", "w_lr_min", "weight_decay", "random_samples",
                "param_budget", "n_hidden", "width", "readout", "C", "layers", "n_nodes")

@@ -105,6 +105,7 @@ def test_sweep_puts_the_matched_baselines_beside_each_lambda():
     table = _with_matched(runs({"gumbel": FALLING}), prune_rmse=3.4, random_rmse=3.7)
     sweep = claims.sweep(table)
     assert list(sweep["median_params"]) == [4001, 3301, 1451, 751]
+
     assert list(sweep["pruning"]) == pytest.approx([3.4] * 4)
     assert list(sweep["random_search"]) == pytest.approx([3.7] * 4)
     assert claims.matched(table, "prune")[(0, 751)] == 3.4
@@ -128,3 +129,16 @@ def test_seed_agreement_is_the_mean_pairwise_jaccard_of_kept_pairs():
     assert math.isnan(claims.seed_agreement(["dag:linear:0>1", ""]))
     table = runs({"gumbel": FALLING}).assign(kept="dag:linear:0>1")
     assert list(claims.sweep(table)["agreement"]) == [1.0] * 4
+
+
+def test_sweep_gives_each_seeds_size_in_seed_order():
+    """Sizes that differ by seed, rows in no particular order: the column lists them by seed,
+    and their median is the median column."""
+    table = runs({"gumbel": FALLING})
+    search = table["method"] == "search"
+    table.loc[search, "params"] = table.loc[search, "params"] + 100 * (2 - table.loc[search, "seed"])
+    table = table.sample(frac=1.0, random_state=0)  # shuffled rows
+    sweep = claims.sweep(table)
+    first = sweep.iloc[0]  # lambda 0: 4001 + 200, + 100, + 0 for seeds 0, 1, 2
+    assert first["params_by_seed"] == "4,201 / 4,101 / 4,001"
+    assert first["median_params"] == 4101 and first["seeds"] == 3

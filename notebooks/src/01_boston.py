@@ -108,7 +108,7 @@ views.relevance(curves, name)
 # %% [markdown]
 # ## The paper's claims
 #
-# The lambda sweep of the size prior (fixed A, first order: median parameters of the derived model and mean test metric per lambda, beside magnitude pruning and random search at the same sizes and seeds), then each claim of method.md 7 with its evidence and verdict; the rules of the verdicts are in `relnas.claims`.
+# The lambda sweep of the size prior (fixed A, first order: median parameters of the derived model (each seed's in `params_by_seed`) and mean test metric per lambda, beside magnitude pruning and random search at the same sizes and seeds), then each claim of method.md 7 with its evidence and verdict; the rules of the verdicts are in `relnas.claims`.
 
 # %% tags=["nbval-check-output"]
 from relnas import claims

@@ -89,7 +89,7 @@ views.times(runs, name)
 # %% [markdown]
 # ## The paper's claims
 #
-# The lambda sweep of the size prior (fixed A, first order: median parameters of the derived cell and mean test accuracy per lambda, beside magnitude pruning and random search at the same sizes and seeds), then each claim of method.md 7 with its evidence and verdict (`relnas.claims`). The relevance curves (claim 3) exist for the MLP spaces only, so that claim is not tested here.
+# The lambda sweep of the size prior (fixed A, first order: median parameters of the derived cell (each seed's in `params_by_seed`) and mean test accuracy per lambda, beside magnitude pruning and random search at the same sizes and seeds), then each claim of method.md 7 with its evidence and verdict (`relnas.claims`). The relevance curves (claim 3) exist for the MLP spaces only, so that claim is not tested here.
 
 # %% tags=["nbval-check-output"]
 from relnas import claims
