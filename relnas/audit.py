@@ -17,7 +17,8 @@ import pandas as pd
 
 from relnas import relevance, store
 from relnas.config import Config, make_config
-from relnas.plans import LAMBDAS, _notebook_plan, as_list, matched_plan, plan
+from relnas.plans import (LAMBDAS, NOT_FOR_EXPERTS, _notebook_plan, as_list,
+                          matched_plan, plan)
 from relnas.profiles import base_config, method_label
 from relnas.runs import profile_results_dir, row
 
@@ -26,16 +27,22 @@ def describe(dataset: str, profile: str = "default", **overrides: Any) -> dict[s
     """What a profile sets, in one place: ``{"common": {field: value}, "methods": {label:
     {field: value}}}``, every field of the profile's plan (one seed, lambda 1) that the profile
     names or that differs from ``relnas.config.Config``'s default: those all its runs share,
-    then per method label the others (lam omitted: the plan's ``lambdas`` set it)."""
+    then per method label the others (lam omitted: the plan's ``lambdas`` set it). The fields
+    an expert or its pruning never reads (``NOT_FOR_EXPERTS``) are not said for them."""
     configs = plan(dataset, profile=profile, seeds=[0], lambdas=[1.0], **overrides)
     defaults, named = Config().to_dict(), set(base_config(dataset, profile, **overrides))
-    rows = {}
+    rows, unread = {}, {}
     for cfg in configs:
+        # an expert reads no search field (its config keeps their defaults): not said for it
+        skip = set(NOT_FOR_EXPERTS) if cfg.method in ("expert", "prune") else set()
         changed = {k: v for k, v in cfg.to_dict().items()
-                   if (v != defaults.get(k) or k in named) and k not in ("lam", "seed")}
+                   if (v != defaults.get(k) or k in named) and k not in {"lam", "seed"} | skip}
         rows.setdefault(method_label(cfg), changed)
-    common = {k: v for k, v in next(iter(rows.values())).items()
-              if all(r.get(k, defaults.get(k)) == v for r in rows.values())}
+        unread.setdefault(method_label(cfg), skip)
+    keys = {k: v for r in reversed(list(rows.values())) for k, v in r.items()}
+    common = {k: v for k, v in keys.items()
+              if all(k in unread[label] or r.get(k, defaults.get(k)) == v
+                     for label, r in rows.items())}
     return {"common": common,
             "methods": {label: {k: v for k, v in r.items() if k not in common}
                         for label, r in rows.items()}}

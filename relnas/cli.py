@@ -204,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "profile":
             from relnas.audit import describe
             said = describe(args.dataset, args.profile)
-            print(f"{args.dataset}, profile {args.profile}: every run")
+            print(f"{args.dataset}, profile {args.profile}: every run (the search's fields "
+                  "not for experts and pruning)")
             print("  " + ", ".join(f"{k}={v}" for k, v in said["common"].items()))
             for label, fields in said["methods"].items():
                 print(f"{label}: " + (", ".join(f"{k}={v}" for k, v in fields.items()) or "-"))

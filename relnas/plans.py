@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 import yaml
 
-from relnas import cluster, datasets, popsearch, store
+from relnas import cluster, datasets, popsearch, retrains, store
 from relnas.config import RELAXATIONS, Config, ConfigError, make_config
 from relnas.rules import check_execution
 from relnas.experiment import check_results_dir, run
@@ -70,14 +70,14 @@ def _check_grid(seeds: Sequence[int], lambdas: Sequence[float], relaxations: Seq
                               "'dirichlet', 'gumbel' (softmax is the DARTS baseline, always run)")
 
 
-# Fields of the MLP search space and its search that an expert (and its pruning) never reads:
-# left at their defaults, so that changing the search space keeps the stored expert runs.
-NOT_FOR_EXPERTS = ("n_hidden", "width", "readout", "search_subset")
+# Fields an expert (and its pruning) never reads, left at their defaults so that a change of a
+# profile's search keeps the stored expert runs: a retrain's (relnas.retrains) and the subset.
+NOT_FOR_EXPERTS = tuple(f for f in retrains.SEARCH_ONLY if f != "param_budget") + ("search_subset",)
 
 
 def _for_expert(fields: dict[str, Any], expert: str) -> dict[str, Any]:
-    """The DARTS retrain options (drop-path, auxiliary head) exist for DARTS cells only; the
-    MLP search space's fields (``NOT_FOR_EXPERTS``) do not apply to an expert."""
+    """``fields`` for an expert: no search fields (``NOT_FOR_EXPERTS``); DARTS cells alone
+    keep the DARTS retrain options (drop-path, auxiliary head)."""
     fields = {k: v for k, v in fields.items() if k not in NOT_FOR_EXPERTS}
     if expert == "darts_v2":
         return fields

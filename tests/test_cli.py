@@ -204,15 +204,17 @@ def test_profile_says_every_field_a_profile_sets(capsys):
     # the Dirichlet's structure lr (3x, relnas.profiles.DIRICHLET_ARCH_LR) differs from the
     # others', so arch_lr is said per method
     # the per-vertex rows' size prior costs ops over the vertex's simplex (VERTEX_COST_SCOPE)
-    assert said["methods"]["relnas-Gumbel"] == {"readout": "sum", "relaxation": "gumbel",
-                                                "simplex": "vertex", "arch_lr": 0.1,
-                                                "cost_scope": "simplex"}
+    assert said["common"]["readout"] == "sum"  # every run that reads it
+    assert said["methods"]["relnas-Gumbel"] == {"relaxation": "gumbel", "simplex": "vertex",
+                                                "arch_lr": 0.1, "cost_scope": "simplex"}
     assert "cost_scope" not in said["methods"]["relnas-Gumbel per edge"]
     assert said["methods"]["relnas-Dirichlet"]["arch_lr"] == 0.3
-    assert said["methods"]["Expert MLP 13-50-50-1"] == {"method": "expert", "arch_lr": 0.1}
+    # an expert reads no search field (relnas.plans.NOT_FOR_EXPERTS): none is said for it
+    assert said["methods"]["Expert MLP 13-50-50-1"] == {"method": "expert"}
     assert cli.main(["profile", "boston"]) == 0
     out = capsys.readouterr().out
-    assert "relnas-Dirichlet per edge: readout=sum" in out and "concentration=tempered" in out \
+    assert "relnas-Dirichlet per edge: relaxation=dirichlet" in out \
+        and "concentration=tempered" in out and "readout=sum" in out \
         and "arch_lr=0.3" in out
 
 

@@ -365,6 +365,29 @@ def test_readout_reaches_the_searches_not_the_experts():
     assert (expert.n_hidden, expert.width, expert.search_subset) == (3, 50, 0)  # the defaults
 
 
+@pytest.mark.parametrize("dataset, profile", [("boston", "default"), ("mnist", "default"),
+                                              ("cifar10", "cpu")])
+def test_a_change_of_the_search_keeps_the_expert_and_pruning_configs(dataset, profile):
+    """Experts and their pruning read no search field: a plan whose search fields differ
+    (structure lr, epochs, batch, inner lr, the prior) plans the same expert configs, so their
+    stored runs are kept; a retrain field still reaches them."""
+    from relnas.plans import NOT_FOR_EXPERTS, _for_expert, plan
+    from relnas.profiles import base_config
+    from relnas.retrains import SEARCH_ONLY
+
+    def experts(**over):
+        return {c.to_json() for c in plan(dataset, profile=profile, seeds=[0], lambdas=[0.1],
+                                          **over) if c.method == "expert"}
+
+    base = experts()
+    assert base and experts(arch_lr=0.7, epochs=3, batch_size=16, w_lr=0.2, prior_cost=1.0,
+                            tau_end=0.5) == base
+    assert experts(retrain_lr=0.123) != base
+    assert set(SEARCH_ONLY) - {"param_budget"} <= set(NOT_FOR_EXPERTS)
+    pruned = _for_expert(dict(base_config(dataset, profile), seed=0, arch_lr=0.7), "resnet")
+    assert not set(pruned) & set(NOT_FOR_EXPERTS)
+
+
 @pytest.mark.parametrize("field, hint", [("method", "include="), ("relaxation", "relaxations="),
                                          ("seed", "seeds="), ("lam", "lambdas="),
                                          ("precision_update", "learned_precision=")])
