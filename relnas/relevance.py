@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from relnas import data as rdata
-from relnas import runtime, store, train
+from relnas import fast, runtime, store, train
 from relnas.config import Config, ConfigError, make_config
 from relnas.runtime import worker_pool
 from relnas.search import run_search
@@ -107,8 +107,8 @@ def _retrain(net: nn.Module, weights, cfg: Config, task: train.Task, epochs: int
     """Train the remaining weights with the structure fixed (removed ops have weight 0, so their
     parameters get no gradient and stay 0)."""
     x, y = task.search_split("train")
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum,
-                          weight_decay=cfg.weight_decay)
+    opt = fast.optimizer("sgd", net.parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum,
+                         weight_decay=cfg.weight_decay)
     net.train()
     for epoch in range(epochs):
         for xb, yb in rdata.batches(x, y, cfg.batch_size, shuffle=True,

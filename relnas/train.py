@@ -261,12 +261,9 @@ def fit(model: nn.Module, cfg: Config, task: Task, run_dir: Path, tag: str, epoc
     ``train``: the (x, y) to train on (default: the task's train split).
     Returns (valid and, if ``test``, test metrics; history rows; seconds).
     """
-    params = model.parameters()
-    if cfg.retrain_optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg.retrain_lr, momentum=cfg.w_momentum,
-                              weight_decay=cfg.retrain_weight_decay)
-    else:
-        opt = torch.optim.Adam(params, lr=cfg.retrain_lr, weight_decay=cfg.retrain_weight_decay)
+    options = {"momentum": cfg.w_momentum} if cfg.retrain_optimizer == "sgd" else {}
+    opt = fast.optimizer(cfg.retrain_optimizer, model.parameters(), lr=cfg.retrain_lr,
+                         weight_decay=cfg.retrain_weight_decay, **options)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     phase = Phase(run_dir, tag, progress, checkpoint_interval)
     modules = {"model": model, "optimizer": opt, "scheduler": sched}

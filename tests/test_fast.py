@@ -234,3 +234,52 @@ def test_uint8_resident_images_give_the_same_run_as_float32(tmp_path, data_dir, 
         assert a[key] == b[key], key
     with pytest.raises(ConfigError, match="resident='uint8'"):
         make_config(dataset="boston", resident="uint8")
+
+
+@pytest.mark.parametrize("name, options", [("sgd", dict(momentum=0.9, weight_decay=3e-4)),
+                                           ("adam", dict(weight_decay=1e-4))])
+def test_fused_optimizer_takes_the_plain_optimizers_steps(name, options):
+    """fast.optimizer picks torch's fused kernel on the CPU; 30 steps on the same gradients
+    end where the plain (foreach) optimizer's do, to float rounding."""
+    torch.manual_seed(0)
+    nets_ = [nn.Sequential(nn.Linear(7, 5), nn.ReLU(), nn.Linear(5, 3)) for _ in range(2)]
+    nets_[1].load_state_dict(nets_[0].state_dict())
+    fused = fast.optimizer(name, nets_[0].parameters(), lr=0.05, **options)
+    plain = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[name](
+        nets_[1].parameters(), lr=0.05, foreach=True, **options)
+    assert fused.defaults["fused"] and not plain.defaults["fused"]
+    for _ in range(30):
+        grads = [torch.randn_like(p) for p in nets_[0].parameters()]
+        for net, opt in zip(nets_, (fused, plain)):
+            for p, g in zip(net.parameters(), grads):
+                p.grad = g.clone()
+            opt.step()
+    for a, b in zip(*(net.parameters() for net in nets_)):
+        assert torch.allclose(a, b, atol=1e-6)
+    moved = nets_[0][0].weight.detach() - nn.Linear(7, 5).weight  # not a no-op
+    assert moved.abs().max() > 0.01
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        fast.optimizer("rmsprop", nets_[0].parameters(), lr=0.1)
+
+
+def test_lenet5_pools_before_its_relu_with_the_same_numbers():
+    """LeNet-5 pools, then applies ReLU (fewer values): the forward pass equals ReLU-then-pool
+    exactly, and so do the gradients at the same weights (double precision)."""
+    torch.manual_seed(0)
+    net = nets.LeNet5().double()
+    x = torch.randn(4, 1, 28, 28, dtype=torch.double)
+
+    def reference(x):
+        x = F.max_pool2d(F.relu(net.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(net.conv2(x)), 2)
+        return net.fc2(F.relu(net.fc1(x.flatten(1))))
+
+    grads = []
+    for forward in (net, reference):
+        net.zero_grad()
+        out = forward(x)
+        out.square().sum().backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+        assert torch.equal(out, reference(x))
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
