@@ -166,7 +166,7 @@ def _retrain(cfg, task, device, run_dir, genotype, kw):
     metrics["params"] = nets.count_parameters(model)
     metrics["flops"] = nets.count_flops(model, task.splits.in_shape)
     metrics["genotype"] = genotype.to_dict()
-    metrics["retrain_key"] = key
+    metrics["retrain_key"], metrics["code_version"] = key, runtime.code_version()
     return metrics, history, seconds
 
 

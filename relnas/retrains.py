@@ -8,15 +8,17 @@ of the same method with the same key copies that retrain's metrics, history rows
 instead of training again, and names the run it copied in ``retrain_from``. The time is the
 original retrain's, so the tables' total time stays what the method costs.
 
-Only with ``deterministic`` (a retrain that is not repeatable is never copied) and in one
-process (under torchrun every rank computes).
+Only with ``deterministic`` (a retrain that is not repeatable is never copied), in one
+process (under torchrun every rank computes) and from a retrain by the same code (its
+``code_version``, ``relnas.runtime``): a recomputing plan (``--fresh``) never copies the stored
+retrain it is replacing, and a source removed while it is read is passed over.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from relnas import distributed, store
+from relnas import distributed, runtime, store
 from relnas.config import Config
 from relnas.genotype import Genotype
 
@@ -60,14 +62,17 @@ def find(retrain_key: str, run_dir: Path) -> dict[str, Any] | None:
         for folder in sorted(root.iterdir()):
             if folder.name == Path(run_dir).name or not (folder / store.METRICS).is_file():
                 continue
-            try:
+            try:  # a folder another process recomputes may lose its files meanwhile
                 metrics = store.read_json(folder / store.METRICS)
+                if metrics.get("retrain_key") != retrain_key or \
+                        metrics.get("code_version") != runtime.code_version() or \
+                        not store.finished(folder):
+                    continue
+                run = store.load_run(folder)
             except (OSError, ValueError):
                 continue
-            if metrics.get("retrain_key") == retrain_key and store.finished(folder):
-                run = store.load_run(folder)
-                history = [r for r in run["history"] if r.get("phase") == "retrain"]
-                return {"metrics": run["metrics"], "history": history, "dir": folder}
+            history = [r for r in run["history"] if r.get("phase") == "retrain"]
+            return {"metrics": run["metrics"], "history": history, "dir": folder}
     return None
 
 

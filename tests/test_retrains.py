@@ -3,6 +3,8 @@ retrain, a run with the same genotype, seed and retrain fields copies the first 
 and nothing else does."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -88,3 +90,36 @@ def test_a_different_retrain_is_computed(change, tmp_path):
     other = experiment.run({**RUN, "random_samples": 7, **change},
                            results_dir=results)
     assert "retrain_from" not in other["metrics"]
+
+
+def test_a_retrain_by_other_code_is_not_copied(tmp_path):
+    """A stored retrain written by other code (another ``code_version``, as the runs a
+    ``--fresh`` recompute replaces) is recomputed, not copied; by this code it is copied."""
+    results = tmp_path / "results"
+    first = experiment.run(RUN, results_dir=results)
+    assert first["metrics"]["code_version"] == runtime.code_version()
+    path = first["dir"] / "metrics.json"
+    stored = json.loads(path.read_text())
+    path.write_text(json.dumps({**stored, "code_version": "0123456789abcdef"}))
+    other = experiment.run({**RUN, "random_samples": 7}, results_dir=results)
+    assert "retrain_from" not in other["metrics"]
+    assert other["metrics"]["code_version"] == runtime.code_version()
+    third = experiment.run({**RUN, "random_samples": 9}, results_dir=results)
+    assert third["metrics"]["retrain_from"] == other["dir"].name
+
+
+def test_a_source_removed_while_it_is_read_is_passed_over(tmp_path, monkeypatch):
+    """A folder another process recomputes can lose its files between the listing and the
+    reading (a ``--fresh`` plan crashed on that): the run trains its own net instead."""
+    results = tmp_path / "results"
+    source = experiment.run(RUN, results_dir=results)["dir"]
+    load_run = retrains.store.load_run
+
+    def gone(folder):
+        if folder.name == source.name:
+            raise FileNotFoundError(folder / "metrics.json")
+        return load_run(folder)
+
+    monkeypatch.setattr(retrains.store, "load_run", gone)
+    other = experiment.run({**RUN, "random_samples": 7}, results_dir=results)
+    assert other["metrics"]["status"] == "ok" and "retrain_from" not in other["metrics"]
