@@ -16,6 +16,7 @@ import io
 import os
 import platform
 import random
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -208,7 +209,9 @@ class Phase:
 def worker_pool(workers: int):
     """A pool of ``workers`` spawned processes (a context manager): spawned, not forked, so
     that each worker starts with a clean torch (threads, CUDA) state; each gets this process's
-    registered datasets (``relnas.datasets``). Refused under torchrun (its ranks are the
+    registered datasets (``relnas.datasets``). A worker whose parent is gone (a notebook's
+    kernel killed mid-plan) stops within a second instead of computing on beside the plan's
+    next start; its run keeps its last checkpoint. Refused under torchrun (its ranks are the
     processes there)."""
     if distributed.requested() > 1:
         raise ConfigError(f"workers={workers} under torchrun: the {distributed.requested()} "
@@ -218,4 +221,20 @@ def worker_pool(workers: int):
 
     from relnas import datasets
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=datasets.restore, initargs=(datasets.snapshot(),))
+                               initializer=_start_worker,
+                               initargs=(datasets.snapshot(), os.getpid()))
+
+
+def _start_worker(registered: dict, parent: int) -> None:
+    """A pool worker's start: the parent's registered datasets, and a watch on the parent."""
+    from relnas import datasets
+    datasets.restore(registered)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True,
+                     name="relnas-parent-watch").start()
+
+
+def _exit_with(parent: int, interval: float = 1.0) -> None:
+    """Exit this process as soon as ``parent`` is no longer its parent."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)

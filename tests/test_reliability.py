@@ -333,3 +333,51 @@ def test_non_finite_error_crosses_a_process_pool():
     assert type(back) is NonFiniteError
     assert (back.epoch, back.step, back.quantity, back.value) == (3, 7, "loss_valid", float("inf"))
     assert str(back) == str(err)
+
+
+WORKER_SCRIPT = """
+import os, sys, time
+from relnas.runtime import worker_pool
+
+def task(path):
+    with open(path + ".tmp", "w") as fh:
+        fh.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(120)
+
+if __name__ == "__main__":
+    with worker_pool(1) as pool:
+        pool.submit(task, sys.argv[1]).result()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_pool_workers_stop_when_their_parent_is_killed(tmp_path):
+    """A plan's worker computing a run when its parent (the notebook kernel) is killed stops
+    within seconds instead of computing on, holding the run's lock, beside a restarted plan."""
+    script, marker = tmp_path / "plan.py", tmp_path / "worker.pid"
+    script.write_text(WORKER_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script), str(marker)])
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.is_file():
+            assert parent.poll() is None and time.monotonic() < deadline, "no worker started"
+            time.sleep(0.1)
+        worker = int(marker.read_text())
+        assert _alive(worker)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker), "the orphaned worker is still running"
+    finally:
+        parent.kill()
