@@ -107,6 +107,30 @@ def strip_volatile(nb) -> None:
     nb.metadata.pop("widgets", None)
 
 
+def drop_execution_parameters(nb) -> bool:
+    """Remove papermill's injected-parameters cells that set execution parameters only
+    (``EXECUTION_PARAMETERS``: how a notebook runs, not what it shows) from an nbformat notebook
+    in place; True if one was removed. A notebook executed in place with ``recompute=True``
+    (``make reproduce FRESH=1``) kept that cell, and its next execution (nbval's too)
+    recomputed every run."""
+    import ast
+
+    def assigned(source: str) -> set[str]:
+        return {t.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)}
+
+    kept = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])
+            or not assigned(c.source) <= set(EXECUTION_PARAMETERS)]
+    if len(kept) == len(nb.cells):
+        return False
+    nb.cells = kept
+    pm = nb.metadata.get("papermill")
+    if pm is not None and "parameters" in pm:
+        pm["parameters"] = {k: v for k, v in pm["parameters"].items()
+                            if k not in EXECUTION_PARAMETERS}
+    return True
+
+
 def _code_cells(path: str | os.PathLike):
     import nbformat
 
@@ -153,6 +177,10 @@ def execute(path: str | os.PathLike, output: str | os.PathLike | None = None,
     ``parameters`` that the notebook does not declare are dropped (one set of parameters can
     serve several notebooks, e.g. ``recompute``).
 
+    In place (``output`` None), parameters that only say how to execute
+    (``EXECUTION_PARAMETERS``, such as ``recompute``) leave no injected cell behind
+    (:func:`drop_execution_parameters`); the next execution runs at the notebook's own values.
+
     The output is written to a temporary file first and renamed over the target only after a
     successful run, so a failing notebook never replaces a good committed one; the failed
     notebook is kept next to it as ``<name>.failed.ipynb`` for inspection.
@@ -166,16 +194,26 @@ def execute(path: str | os.PathLike, output: str | os.PathLike | None = None,
     parameters = {k: v for k, v in (parameters or {}).items() if k in known}
     fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".ipynb", dir=output.parent)
     os.close(fd)
+    source, clean = nbformat.read(str(path), as_version=4), None
+    if drop_execution_parameters(source):  # left by an earlier run in place: not this run's
+        fd, clean = tempfile.mkstemp(prefix=f".{path.stem}.in.", suffix=".ipynb", dir=path.parent)
+        os.close(fd)
+        nbformat.write(source, clean)
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(path), tmp, parameters=parameters, kernel_name="python3",
-                            cwd=str(path.parent), progress_bar=False, log_output=log_output,
-                            execution_timeout=timeout)
+        pm.execute_notebook(clean or str(path), tmp, parameters=parameters,
+                            kernel_name="python3", cwd=str(path.parent), progress_bar=False,
+                            log_output=log_output, execution_timeout=timeout)
     except BaseException:
         os.replace(tmp, output.with_suffix(".failed.ipynb"))
         raise
+    finally:
+        if clean:
+            os.remove(clean)
     nb = nbformat.read(tmp, as_version=4)
     strip_volatile(nb)
+    if output == path:  # the committed notebook: execution parameters are not its content
+        drop_execution_parameters(nb)
     nbformat.write(nb, tmp)
     os.chmod(tmp, 0o644)  # mkstemp makes 0600
     os.replace(tmp, output)

@@ -258,3 +258,57 @@ def test_html_export_is_standalone_and_byte_stable(tmp_path):
     assert first.name == "04_paper.html" and first.read_bytes() == second.read_bytes()
     text = first.read_text()
     assert text.lstrip().startswith("<!DOCTYPE html>") and "The paper's tables and figures" in text
+
+
+def _tiny_notebook(path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    params = nbformat.v4.new_code_cell("recompute = False\nseeds = [0]")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("print('recompute', recompute, seeds)")]
+    nbformat.write(nb, str(path))
+
+
+def _printed(path):
+    nb = nbformat.read(str(path), as_version=4)
+    return "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+
+
+def test_a_fresh_execution_in_place_leaves_no_recompute_behind(tmp_path):
+    """`make reproduce FRESH=1` executes in place with recompute=True: the notebook must not
+    keep that injected cell, or its next execution (nbval's too) recomputes every run; a
+    parameter that changes what the notebook shows (seeds) keeps its cell."""
+    from relnas.notebooks import drop_execution_parameters, execute
+
+    path = tmp_path / "nb.ipynb"
+    _tiny_notebook(path)
+    execute(path, parameters={"recompute": True}, timeout=120, log_output=False)
+    nb = nbformat.read(str(path), as_version=4)
+    assert "recompute True" in _printed(path)
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    assert nb.metadata["papermill"]["parameters"] == {}
+    execute(path, timeout=120, log_output=False)
+    assert "recompute False" in _printed(path)
+    # a notebook that already carries such a cell (written before the fix) runs without it
+    execute(path, tmp_path / "out.ipynb", parameters={"recompute": True}, timeout=120,
+            log_output=False)  # elsewhere: the injected cell stays, as papermill writes it
+    stale = nbformat.read(str(tmp_path / "out.ipynb"), as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in stale.cells)
+    nbformat.write(stale, str(path))
+    execute(path, timeout=120, log_output=False)
+    assert "recompute False" in _printed(path)
+    execute(path, parameters={"seeds": [1, 2], "recompute": True}, timeout=120,
+            log_output=False)
+    kept = nbformat.read(str(path), as_version=4)
+    assert "recompute True [1, 2]" in _printed(path)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in kept.cells)
+    assert not drop_execution_parameters(kept)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_committed_notebooks_carry_no_execution_parameters(name):
+    from relnas.notebooks import drop_execution_parameters
+
+    assert not drop_execution_parameters(nbformat.read(str(NOTEBOOKS / f"{name}.ipynb"),
+                                                       as_version=4))
