@@ -239,7 +239,7 @@ class _Block(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.short = nn.Sequential()
         if stride != 1 or c_in != c_out:
-            self.short = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+            self.short = nn.Sequential(ops.StridedPointwise(c_in, c_out, stride),
                                        nn.BatchNorm2d(c_out))
 
     def forward(self, x):

@@ -178,6 +178,24 @@ class SepConv(nn.Sequential):
         )
 
 
+class StridedPointwise(nn.Conv2d):
+    """A 1x1 convolution with stride ``s``; on the CPU computed as the stride-1 1x1 convolution
+    of every s-th pixel: the same function and parameters. torch 2.14.1's oneDNN weight
+    gradient of a strided 1x1 convolution is wrong (relative error about 1), or corrupts the
+    heap, on a channels-last input with fewer channels than its block (8 on AVX2;
+    uxlfoundation/oneDNN#6035); the stride-1 kernel is not affected. Elsewhere (CUDA) the
+    strided kernel runs."""
+
+    def __init__(self, C_in: int, C_out: int, stride: int, bias: bool = False):
+        super().__init__(C_in, C_out, 1, bias=bias)
+        self.step = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return nn.functional.conv2d(x, self.weight, self.bias, stride=self.step)
+        return super().forward(x[:, :, ::self.step, ::self.step])
+
+
 class FactorizedReduce(nn.Module):
     """Halve H and W (rounding up): two 1x1 stride-2 convs on pixel grids shifted by one,
     concatenated, then BN."""
@@ -187,8 +205,8 @@ class FactorizedReduce(nn.Module):
         if C_out % 2:
             raise ValueError(f"FactorizedReduce needs an even C_out, got {C_out}")
         self.relu = nn.ReLU()
-        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.conv_1 = StridedPointwise(C_in, C_out // 2, 2)
+        self.conv_2 = StridedPointwise(C_in, C_out // 2, 2)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

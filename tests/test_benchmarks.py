@@ -80,3 +80,16 @@ def test_population_plan_times_the_plans_searches(tmp_path):
     result = json.loads(out.read_text())
     assert result["groups"] == [10] and [r["mode"] for r in result["rows"]] == ["off", "eager"]
     assert all(r["seconds"] > 0 for r in result["rows"])
+
+
+def test_strided_pointwise_times_both_and_its_gradient_matches_float64(tmp_path):
+    proc = _script("strided_pointwise.py", "--repeats", "1", "--steps", "1", "--batch", "4",
+                   tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [[c.strip() for c in line.strip("|").split("|")]
+            for line in proc.stdout.splitlines() if line.startswith("| ") and "->" in line
+            and "C_in" not in line]
+    assert len(rows) == 4
+    for shape, plain, mine, ratio, errors in rows:
+        assert float(plain) > 0 and float(mine) > 0
+        assert float(errors.split(" / ")[1]) < 1e-4  # StridedPointwise's gradient is right

@@ -1,4 +1,6 @@
 """Search spaces: shapes, masks, weight groups, the registry, and the supernet as a function of w."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -209,3 +211,50 @@ def test_stem_stride_two_halves_the_input_before_the_cells():
     assert net(torch.randn(2, 1, 28, 28), uniform_weights(net.arch_spec())).shape == (2, 10)
     with pytest.raises(ValueError, match="stride"):
         ConvSupernet(C_in=1, n_classes=10, C=4, layers=3, stem_stride=3)
+
+
+def _grads(module, x, dtype, weights=None):
+    """Gradients of a fixed scalar of ``module``'s output with respect to its parameters and
+    input, computed in ``dtype`` (float64 runs torch's reference kernels, not oneDNN's)."""
+    module = copy.deepcopy(module).to(dtype)
+    x = x.to(dtype).requires_grad_()
+    out = module(x) if weights is None else module(x, {k: w.to(dtype) for k, w in weights.items()})
+    probe = torch.linspace(-1.0, 1.0, out.numel(), dtype=dtype).reshape(out.shape)
+    grads = torch.autograd.grad((out * probe).sum(), [x, *module.parameters()])
+    return [g.double() for g in grads]
+
+
+@pytest.mark.parametrize("C_in", [2, 4, 6, 8])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_factorized_reduce_gradients_match_float64(C_in, channels_last):
+    # torch 2.14.1's oneDNN 1x1 stride-2 weight gradient is wrong (relative error ~1) or
+    # corrupts the heap for channels-last inputs with fewer channels than its block (8 on AVX2,
+    # uxlfoundation/oneDNN#6035); FactorizedReduce subsamples first and convolves at stride 1
+    torch.manual_seed(0)
+    fr = ops.FactorizedReduce(C_in, 4, affine=True)
+    x = torch.randn(16, C_in, 14, 14)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for got, want in zip(_grads(fr, x, torch.float32), _grads(fr, x, torch.float64)):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+def test_small_conv_supernet_gradients_match_float64():
+    # every op of a 2-channel DARTS cell, reductions included, against the reference kernels, on
+    # a channels-last batch as relnas.augment.crop_flip gives it
+    torch.manual_seed(0)
+    net = ConvSupernet(C_in=3, n_classes=10, C=2, layers=3, n_nodes=2, stem_multiplier=1)
+    weights = _random_weights(net.arch_spec(), dtype=torch.float32)
+    x = torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    got, want = _grads(net, x, torch.float32, weights), _grads(net, x, torch.float64, weights)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, rtol=1e-3, atol=1e-3 * (w.abs().max().item() + 1e-12))
+
+
+@pytest.mark.parametrize("size", [7, 8])
+def test_strided_pointwise_is_the_strided_1x1_convolution(size):
+    conv = nn.Conv2d(3, 5, 1, stride=2, bias=True).double()
+    mine = ops.StridedPointwise(3, 5, 2, bias=True).double()
+    mine.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    assert torch.allclose(mine(x), conv(x), atol=1e-12)

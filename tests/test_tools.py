@@ -39,3 +39,17 @@ def test_dirichlet_decisiveness_runs_the_gumbel_rows_per_seed(capsys):
     assert row[4] == "nan"  # no concentration: the Gumbel's rows
     sizes = [int(p.replace(",", "")) for p in row[8].split(" / ")]
     assert len(sizes) == 2 and min(sizes) <= int(row[7].replace(",", "")) <= max(sizes)
+
+
+def test_dirichlet_prior_force_pushes_cheap_ops_first_then_the_leader(capsys):
+    tool = _load("dirichlet_prior_force")
+    assert tool.main([]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
+    assert len(rows) == 8 and lines[0].count("alpha") == 4
+    for state, tau, big, hidden, identity, zero in rows:
+        big, hidden, identity = float(big), float(hidden), float(identity)
+        if state == "uniform":  # from the start: off the costly input layer, onto cheap ops
+            assert big < 0 < hidden < identity
+        else:  # once an input layer leads, the prior grows it most, whatever its cost
+            assert big > hidden > 0 and big > identity
