@@ -108,7 +108,7 @@ views.relevance(curves, name)
 # %% [markdown]
 # ## The paper's claims
 #
-# The lambda sweep of the size prior (fixed A, first order: median parameters of the derived model (each seed's in `params_by_seed`) and mean test metric per lambda, beside magnitude pruning and random search at the same sizes and seeds), then each claim of method.md 7 with its evidence and verdict; the rules of the verdicts are in `relnas.claims`.
+# The lambda sweep of the size prior (fixed A, first order: median parameters of the derived model (each seed's in `params_by_seed`) and mean test metric per lambda, beside magnitude pruning and random search at the same sizes and seeds), then each claim of method.md 7 with its evidence and verdict; the rules of the verdicts are in `relnas.claims`. Where a Dirichlet sweep grows at a small lambda: once one (edge, op) leads its simplex, the Dirichlet prior's pull (alpha < 1) towards the faces grows that leader most, whatever its cost, so a weak prior keeps what the data chose first (README, "What these numbers say"; `tools/dirichlet_prior_force.py`).
 
 # %% tags=["nbval-check-output"]
 from relnas import claims
