@@ -50,7 +50,7 @@ def _range(lo: float | None = None, *, gt: bool = False, hi: float | None = None
 # every stored run. Never change the default of a field listed here: stored runs would be reused
 # for the new default.
 OPTIONAL_FIELDS = ("search_subset", "precision_update", "readout", "data_fingerprint", "augment",
-                   "amp", "channels_last", "compile", "resident", "cost_scope")
+                   "amp", "channels_last", "compile", "resident", "cost_scope", "test_subset")
 
 
 DIRICHLET_CONCENTRATION = "exp"
@@ -71,6 +71,7 @@ class Config:
     valid_fraction: float = field(default=0.0, metadata=_range(0.0, hi=0.9))  # 0 = dataset default
     batch_size: int = field(default=64, metadata=_range(1))       # DARTS search batch 64
     search_subset: int = field(default=0, metadata=_range(0))     # 0 = search on all of train/valid
+    test_subset: int = field(default=0, metadata=_range(0))       # 0 = test on all test examples
     # images, search and retrain: "crop_flip" = DARTS' random 32x32 crop of the 4-padded image and
     # horizontal flip, drawn on the data's device (relnas.augment)
     augment: str = field(default="none", metadata=_choice("none", "crop_flip"))

@@ -75,6 +75,14 @@ class Splits:
     target_std: float | None = None
     exact: torch.Tensor | None = None  # CIFAR-10: bool (10000,), True where the test image is lossless
 
+    def first_test(self, n: int) -> "Splits":
+        """These splits with only the first ``n`` test examples (all of them when ``n`` is 0):
+        the smoke profiles' shortcut, not a measurement."""
+        if not n:
+            return self
+        exact = None if self.exact is None else self.exact[:n]
+        return dataclasses.replace(self, test=(self.test[0][:n], self.test[1][:n]), exact=exact)
+
     @property
     def out_dim(self) -> int:
         """Width of a network's output layer: the number of classes, or 1 for regression."""

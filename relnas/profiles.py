@@ -53,7 +53,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "smoke": dict(space="mlp", readout="sum", subset=256, n_hidden=1, width=8,
                       batch_size=128, epochs=1,
                       retrain_epochs=1, retrain_batch=128, retrain_optimizer="adam",
-                      retrain_lr=1e-3, random_samples=2, threads=1),
+                      retrain_lr=1e-3, random_samples=2, threads=1, test_subset=1000),
         # DARTS conv cell for a GPU (device="cuda"): the search on 10,000 training + the 10,000
         # validation images, the derived network retrained on all 50,000 training images.
         # Sized without a GPU measurement (2026-11-28, estimate in BENCHMARKS.md): about 2 GPU
@@ -70,10 +70,14 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "cifar10": {
         # A few seconds on a CPU: the notebook's stored outputs for nbval.
+        # Smoke profiles test on the first test images only (CIFAR-10: 500, all lossless):
+        # they run the pipeline, they measure nothing (ResNet-20 on all 10,000 took most of a
+        # smoke notebook's 2.5 minutes on an AVX2 CPU).
         "smoke": dict(space="conv", subset=64, C=4, layers=3, n_nodes=1, stem_stride=2,
                       ops=CELL_OPS, batch_size=32, epochs=1, arch_lr=0.05, retrain_C=4,
                       retrain_layers=3, retrain_epochs=1, retrain_batch=64,
-                      retrain_optimizer="adam", retrain_lr=1e-3, random_samples=2, threads=1),
+                      retrain_optimizer="adam", retrain_lr=1e-3, random_samples=2, threads=1,
+                      test_subset=500),
         # The honest small run of the whole protocol on 2 CPU cores (about 30 minutes from empty
         # results with the notebook's 2 seeds, 42 with 3; BENCHMARKS.md): a small cell (stem
         # stride 2, so 16 x 16 cells, C=8, 3 cells of 2 nodes, 4 DARTS ops; 0.38 s per
@@ -124,7 +128,8 @@ SECOND_SPACE: dict[tuple[str, str], dict[str, Any]] = {
     ("mnist", "smoke"): dict(space="conv", subset=64, C=4, layers=3, n_nodes=1, stem_stride=2,
                              ops=CELL_OPS, batch_size=64, epochs=1, lam=0.1, retrain_C=4,
                              retrain_layers=3, retrain_epochs=1, retrain_batch=64,
-                             retrain_optimizer="adam", retrain_lr=1e-3, threads=1),
+                             retrain_optimizer="adam", retrain_lr=1e-3, threads=1,
+                             test_subset=1000),
 }
 # The Dirichlet rows' structure lr as a multiple of the profile's arch_lr (that of DARTS and
 # Gumbel). Its mean is softmax(theta) as theirs, but its pathwise gradient goes through a draw,

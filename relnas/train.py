@@ -189,7 +189,8 @@ class Task:
                                valid_fraction=cfg.valid_fraction or None,
                                subset=cfg.subset or None, device=device,
                                dtype=torch.uint8 if raw else torch.float32,
-                               download=os.environ.get("RELNAS_DOWNLOAD") == "1")
+                               download=os.environ.get("RELNAS_DOWNLOAD") == "1"
+                               ).first_test(cfg.test_subset)
         self.splits = splits
         self.kind = CLASSIFICATION if splits.n_classes else REGRESSION
         self.scale = 1.0

@@ -350,3 +350,24 @@ def test_batches_cover_every_example_once():
     assert torch.equal(order, again)
     assert [len(b[1]) for b in data.batches(x, y, 4, drop_last=True)] == [4, 4]
     assert all(torch.equal(bx.squeeze(1).long(), by) for bx, by in data.batches(x, y, 3, shuffle=True))
+
+
+def test_first_test_keeps_the_first_test_examples_and_their_exact_flags(data_dir, monkeypatch):
+    import dataclasses
+
+    from relnas.config import make_config
+    from relnas.train import Task
+
+    monkeypatch.setenv("RELNAS_DATA", str(data_dir))
+    s = data.load("boston")
+    n = len(s.test[0])
+    flagged = dataclasses.replace(s, exact=torch.arange(n) % 2 == 0)
+    head = flagged.first_test(10)
+    assert torch.equal(head.test[0], s.test[0][:10]) and torch.equal(head.test[1], s.test[1][:10])
+    assert head.exact.tolist() == [True, False] * 5
+    assert head.train is s.train and head.valid is s.valid  # train and valid untouched
+    assert flagged.first_test(0) is flagged  # 0: all of them
+    # as a config field: the run's test split; its default keeps every stored config's hash
+    task = Task(make_config(dataset="boston", test_subset=7), torch.device("cpu"))
+    assert len(task.sets["test"][0]) == 7 and len(task.sets["train"][0]) == len(s.train[0])
+    assert "test_subset" not in make_config(dataset="boston").to_dict()
