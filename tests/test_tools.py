@@ -53,3 +53,28 @@ def test_dirichlet_prior_force_pushes_cheap_ops_first_then_the_leader(capsys):
             assert big < 0 < hidden < identity
         else:  # once an input layer leads, the prior grows it most, whatever its cost
             assert big > hidden > 0 and big > identity
+
+
+def test_dirichlet_decisiveness_warmup_takes_no_structure_step_in_its_epochs(tmp_path):
+    import torch
+
+    from relnas import runtime, search, train
+    from relnas.config import make_config
+    from relnas.profiles import PROFILES
+
+    tool = _load("dirichlet_decisiveness")
+    cfg = make_config(dataset="boston", relaxation="dirichlet", simplex="vertex", lam=1.0,
+                      **{**PROFILES["boston"]["smoke"], "epochs": 2})
+    device = runtime.setup(cfg)
+    start = search.build_search(cfg, train.Task(cfg, device), device).arch.theta
+    start = {k: v.detach().clone() for k, v in start.items()}
+
+    def theta_after(warmup, folder):
+        with tool.weights_first(warmup):
+            done = search.run_search(cfg, train.Task(cfg, device), device, tmp_path / folder)
+        return {k: v.detach() for k, v in done.arch.theta.items()}
+
+    frozen, moved = theta_after(2, "all"), theta_after(1, "one")
+    assert all(torch.equal(frozen[k], start[k]) for k in start)  # both epochs: no step
+    assert any(not torch.equal(moved[k], start[k]) for k in start)  # the second one steps
+    assert search._step.__name__ == "_step"  # restored on leaving

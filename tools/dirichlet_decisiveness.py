@@ -15,7 +15,7 @@ only, one line per (variant, lambda) with the median over seeds of
     python tools/dirichlet_decisiveness.py [--dataset boston] [--seeds 0 1 2]
         [--lambdas 0 0.1 1 10 100]
         [--variants profile exp tempered_wide lr long sparse exp_sparse kl tempered_flat
-                    tau_mild edge_cost] [--relaxation dirichlet] [--no-darts]
+                    tau_mild edge_cost warmup1 warmup2] [--relaxation dirichlet] [--no-darts]
 
 A DARTS (softmax, per vertex) line at lambda 0 is the reference for how far a deterministic
 relaxation moves in the same steps. Boston: about 1 s a search, MNIST about 4 s (one thread).
@@ -23,6 +23,7 @@ relaxation moves in the same steps. Boston: about 1 s a search, MNIST about 4 s 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -57,13 +58,45 @@ VARIANTS = {
     "tau_mild": ("the profile, draws' temperature annealed to 0.3 (not 0.1)", {"tau_end": 0.3}),
     "edge_cost": ("the profile, cost normalized per edge (the plans' until session 12)",
                   {"cost_scope": "edge"}),
+    # not config fields: the first epochs train the weights only (WARMUP, by measure())
+    "warmup1": ("the profile, first epoch without structure steps", {}),
+    "warmup2": ("the profile, first two epochs without structure steps", {}),
 }
+WARMUP = {"warmup1": 1, "warmup2": 2}
 
 
-def measure(cfg) -> dict[str, float]:
+@contextlib.contextmanager
+def weights_first(epochs: int):
+    """Within: ``search.run_search`` takes no structure step in its first ``epochs`` epochs
+    (the weight steps and the temperature schedule unchanged)."""
+    epoch = {"now": 0}
+    temperature, step = search.temperature, search._step
+
+    def noting(e, *args, **kwargs):
+        epoch["now"] = e
+        return temperature(e, *args, **kwargs)
+
+    def stepping(opt, *args, **kwargs):
+        if epoch["now"] >= epochs:
+            return step(opt, *args, **kwargs)
+        arch_step = opt.arch_optimizer.step
+        opt.arch_optimizer.step = lambda *a, **k: None
+        try:
+            return step(opt, *args, **kwargs)
+        finally:
+            opt.arch_optimizer.step = arch_step
+
+    search.temperature, search._step = noting, stepping
+    try:
+        yield
+    finally:
+        search.temperature, search._step = temperature, step
+
+
+def measure(cfg, warmup: int = 0) -> dict[str, float]:
     device = runtime.setup(cfg)
     task = train.Task(cfg, device)
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, weights_first(warmup):
         done = search.run_search(cfg, task, device, Path(folder))
     out = search.decisiveness(done.arch)
     relaxation = done.arch.relaxation
@@ -96,10 +129,10 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     # DARTS at the profile's arch_lr, not the Dirichlet's multiple
     darts = {"arch_lr": PROFILES[args.dataset]["default"]["arch_lr"]}
-    rows = [] if args.no_darts else [("DARTS (softmax, per vertex)", 0.0, "softmax", darts)]
-    rows += [(VARIANTS[key][0], lam, args.relaxation, VARIANTS[key][1])
+    rows = [] if args.no_darts else [("DARTS (softmax, per vertex)", 0.0, "softmax", darts, 0)]
+    rows += [(VARIANTS[key][0], lam, args.relaxation, VARIANTS[key][1], WARMUP.get(key, 0))
              for key in args.variants for lam in args.lambdas]
-    for name, lam, relaxation, over in rows:
+    for name, lam, relaxation, over, warmup in rows:
         found = []
         for seed in args.seeds:
             searched = "dirichlet" if relaxation == "softmax" else relaxation
@@ -108,7 +141,7 @@ def main(argv=None) -> int:
                                        include=("relnas",), conv_cell=False)
                        if c.simplex == "vertex")
             cfg = make_config(**{**cfg.to_dict(), "relaxation": relaxation, **over})
-            found.append(measure(cfg))
+            found.append(measure(cfg, warmup))
 
         def med(key):
             return statistics.median(f[key] for f in found)
