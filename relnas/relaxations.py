@@ -8,8 +8,10 @@ an argument, not state. ``relnas.relax.Architecture`` owns theta and applies a r
 name        gamma                                   R(Gamma)
 ==========  ======================================  =========================================
 softmax     softmax(theta) (deterministic)          0, or the entropy of softmax(theta)
-gumbel      Concrete(theta, tau) sample             -log p(gamma) or MC KL(q || p), p = Concrete(phi)
-dirichlet   Dirichlet(beta) sample, beta(theta)     -log p(gamma) or KL(Dir(beta) || p), p = Dir(alpha)
+gumbel      Concrete(theta, tau) sample             -log p(gamma), MC KL(q || p) or the code
+                                                    length, p = Concrete(phi)
+dirichlet   Dirichlet(beta) sample, beta(theta)     -log p(gamma), KL(Dir(beta) || p) or the
+                                                    code length, p = Dir(alpha)
 ==========  ======================================  =========================================
 
 The prior ``p`` is a *size prior* (method.md 3) when ``cost_strength`` s > 0: its parameters come
@@ -18,7 +20,10 @@ from each (edge, op)'s cost ``c`` in [0, 1] (parameters over the most on the edg
 that cheap ops get more prior mass: Concrete logits ``phi = -s c``,
 Dirichlet concentrations ``alpha = beta0 + s (1 - c)``. With ``s = 0`` the prior is symmetric
 over ops (DrNAS' ``Dir(beta0)``, a uniform Concrete) and only sharpens or flattens the structure.
-``prior="logp"`` is the paper's product of probabilities ``-log p(gamma)`` at the drawn gamma.
+``prior="logp"`` is the paper's product of probabilities ``-log p(gamma)`` at the drawn gamma;
+``prior="code"`` the product of the ops' probabilities of occurrence under ``p`` weighted by the
+drawn gamma, ``-sum_k gamma_k log pi_k`` (``code_length``: the Concrete's ``pi = softmax(phi)``,
+the Dirichlet's ``pi = alpha / sum alpha``), the structure's expected description length.
 
 The prior strength lambda is applied by the bilevel optimizer (``lam * R``), not here.
 """
@@ -33,7 +38,7 @@ from torch.distributions import Dirichlet as DirichletDist
 from torch.distributions import kl_divergence
 from torch.nn import functional as F
 
-from relnas.config import CONCENTRATIONS
+from relnas.config import CONCENTRATIONS, PRIOR_FORMS
 
 
 class Relaxation:
@@ -63,6 +68,16 @@ class Relaxation:
         """``R`` summed over the groups of one bucket; ``entry_ops`` / ``entry_cost`` give each
         entry's op name and cost in [0, 1], shape ``(G, K)`` like ``theta`` (None: all 0)."""
         return theta.new_zeros(())
+
+
+def code_length(gamma: Tensor, log_occurs: Tensor) -> Tensor:
+    """``R = -sum_k gamma_k log pi_k`` summed over groups: the expected description length (nats)
+    of the structure when op ``k`` is coded with its prior probability of occurrence ``pi_k``
+    (``log_occurs``, broadcast to ``gamma``): ``-log prod_k pi_k^gamma_k``, the paper's product
+    of the probabilities of occurrence, weighted by the structure. Linear in gamma, so its pull
+    towards cheap ops does not depend on which op leads (``-log p`` with alpha < 1 grows the
+    leader: BENCHMARKS.md "A oneDNN weight-gradient defect ...")."""
+    return -(gamma * log_occurs).sum()
 
 
 def _cost_like(theta: Tensor, entry_cost: Tensor | None) -> Tensor:
@@ -106,7 +121,8 @@ class Gumbel(Relaxation):
     draw used in the forward pass, ``q = ExpConcrete(theta, tau)``, ``p = ExpConcrete(phi, tau)``
     (KL is invariant to the log map, so it is computed in log space for stability).
     ``prior="logp"``: ``R = -log p(gamma)``, the Concrete density on the simplex,
-    ``log p(gamma) = log p_Y(y) - sum_k y_k``. Prior logits ``phi = prior_logits[op] - s c``:
+    ``log p(gamma) = log p_Y(y) - sum_k y_k``. ``prior="code"``: ``R = -sum_k gamma_k log
+    softmax(phi)_k`` (the probability that op k is the Concrete's argmax). Prior logits ``phi = prior_logits[op] - s c``:
     ``prior_logits`` per op name (None or a missing op = 0) and the size term of
     ``cost_strength`` s times the entry's cost ``c``.
     """
@@ -117,8 +133,8 @@ class Gumbel(Relaxation):
 
     def __init__(self, prior: str = "kl", prior_logits: Mapping[str, float] | None = None,
                  cost_strength: float = 0.0):
-        if prior not in ("kl", "logp"):
-            raise ValueError(f"prior must be 'kl' or 'logp', got {prior!r}")
+        if prior not in PRIOR_FORMS:
+            raise ValueError(f"prior must be one of {', '.join(PRIOR_FORMS)}, got {prior!r}")
         if cost_strength < 0:
             raise ValueError(f"cost_strength must be >= 0, got {cost_strength}")
         self.prior, self.cost_strength = prior, cost_strength
@@ -159,6 +175,8 @@ class Gumbel(Relaxation):
 
     def regularizer(self, theta, latent, *, temperature, entry_ops, entry_cost=None):
         phi = self.prior_params(entry_ops, _cost_like(theta, entry_cost))
+        if self.prior == "code":  # P(op k occurs) under Concrete(phi) = softmax(phi)_k
+            return code_length(latent.exp(), torch.log_softmax(phi, -1))
         log_p = self.log_density(phi.expand_as(theta), latent, temperature)
         if self.prior == "kl":
             return (self.log_density(theta, latent, temperature) - log_p).sum()
@@ -180,7 +198,8 @@ class Dirichlet(Relaxation):
     decides; BENCHMARKS.md "The tempered Dirichlet").
     Prior ``Dir(alpha)``, ``alpha = beta0 + s (1 - c)`` per entry (``cost_strength`` s, cost c);
     ``prior="kl"``: ``R = sum_g KL(Dir(beta_g) || Dir(alpha_g))`` in closed form (DrNAS with
-    s = 0; ``beta0 < 1`` favours sparse structure); ``"logp"``: ``R = -log Dir(gamma; alpha)``.
+    s = 0; ``beta0 < 1`` favours sparse structure); ``"logp"``: ``R = -log Dir(gamma; alpha)``;
+    ``"code"``: ``R = -sum_k gamma_k log(alpha_k / sum alpha)``.
     """
 
     name = "dirichlet"
@@ -195,8 +214,8 @@ class Dirichlet(Relaxation):
                              f"got {concentration!r}")
         if beta0 <= 0:
             raise ValueError(f"beta0 must be > 0, got {beta0}")
-        if prior not in ("kl", "logp"):
-            raise ValueError(f"prior must be 'kl' or 'logp', got {prior!r}")
+        if prior not in PRIOR_FORMS:
+            raise ValueError(f"prior must be one of {', '.join(PRIOR_FORMS)}, got {prior!r}")
         if cost_strength < 0:
             raise ValueError(f"cost_strength must be >= 0, got {cost_strength}")
         self.beta0, self.concentration, self.eps = beta0, concentration, eps
@@ -239,6 +258,8 @@ class Dirichlet(Relaxation):
 
     def regularizer(self, theta, latent, *, temperature, entry_ops, entry_cost=None):
         alpha = self.prior_params(entry_ops, _cost_like(theta, entry_cost))
+        if self.prior == "code":  # P(op k occurs) under Dir(alpha) = E[gamma_k] = alpha_k / sum
+            return code_length(latent, (alpha / alpha.sum(-1, keepdim=True)).log())
         p = DirichletDist(alpha.expand_as(theta), validate_args=False)
         if self.prior == "logp":
             # floor at eps: an rsample can round a coordinate to 0 (log 0 = -inf), and with

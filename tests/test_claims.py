@@ -49,6 +49,30 @@ def test_size_claim_partly_or_not_when_size_rises_or_stays():
         == "not tested"   # no lambda = 0 row
 
 
+def test_size_trend_is_kendalls_tau_b_with_a_permutation_p_value():
+    # by hand: 4 pairs across lambdas, all discordant; 2 pairs tied in lambda, 1 in size
+    tau, _ = claims.size_trend([0, 0, 1, 1], [3, 3, 1, 2], permutations=10)
+    assert tau == pytest.approx(-4 / math.sqrt((6 - 2) * (6 - 1)))
+    lams = [lam for lam in (0.0, 0.1, 1.0, 10.0) for _ in range(5)]
+    falling = [4001 - 800 * i + seed for i in range(4) for seed in range(5)]
+    tau, p = claims.size_trend(lams, falling)
+    assert tau < -0.8 and p < 0.001
+    assert claims.size_trend(lams, falling) == (tau, p)  # the same permutations every call
+    # the same five sizes at every lambda: no trend, a large p
+    same = [1451, 751, 4001, 3301, 2151] * 4
+    tau, p = claims.size_trend(lams, same)
+    assert tau == pytest.approx(0.0) and p > 0.3
+    assert claims.size_trend(lams, [e + 0.0 for e in reversed(falling)])[1] > 0.99  # a rise
+    assert all(math.isnan(v) for v in claims.size_trend(lams, [751] * 20))
+    assert math.isnan(claims.size_trend([0, 1], [2, 1])[0])
+
+
+def test_size_claim_gives_the_rank_trend_beside_the_median_rule():
+    table = runs({"gumbel": FALLING})
+    evidence = claims.size_claim(table)["evidence"]
+    assert "Kendall tau -" in evidence and "permutation p < 0.001" in evidence
+
+
 def test_accuracy_claim_compares_with_pruning_random_and_expert():
     good = runs({"gumbel": FALLING}, prune_rmse=3.5)
     assert claims.accuracy_claim(good)["verdict"] == "reproduced"

@@ -89,6 +89,8 @@ CASES = [("softmax", {}, dict(order=1)), ("gumbel", {}, dict(order=1)),
          ("dirichlet", {"prior": "logp", "cost_strength": 2.0}, dict(order=2)),
          ("dirichlet", {}, dict(order=2, learned=True, hvp="exact")),
          ("dirichlet", {"prior": "logp", "cost_strength": 0.5, "beta0": 0.5,
+                        "concentration": "tempered"}, dict(order=1)),
+         ("dirichlet", {"prior": "code", "cost_strength": 1.0, "beta0": 0.05,
                         "concentration": "tempered"}, dict(order=1))]
 
 

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from relnas import relax
 from relnas.relax import Architecture, Dirichlet, Gumbel, make_relaxation, temperature
@@ -194,6 +195,50 @@ def test_regularizers_match_reference_formulas():
                                kl.sum())
 
 
+@pytest.mark.parametrize("name", ["gumbel", "dirichlet"])
+def test_code_prior_is_the_expected_code_length_under_the_priors_occurrence_probabilities(name):
+    """``prior="code"``: ``-sum_k gamma_k log pi_k`` at the draw, ``pi_k`` the probability that
+    op k occurs under the prior: the Concrete's argmax probability ``softmax(phi)_k`` (counted
+    here from draws), the Dirichlet's mean ``alpha_k / sum alpha``."""
+    relaxation = make_relaxation(name, prior="code", cost_strength=2.0)
+    cost = SIZE_SPEC.cost()[:3]
+    theta = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    gamma, latent = relaxation.sample(theta, 0.6)
+    params = relaxation.prior_params([SIZE_OPS] * 3, cost)
+    if name == "gumbel":
+        torch.manual_seed(1)
+        draws = make_relaxation("gumbel").sample(params.expand(20000, 3, 4), 0.6)[0]
+        occurs = F.one_hot(draws.argmax(-1), 4).double().mean(0)
+    else:
+        occurs = params / params.sum(-1, keepdim=True)
+    got = relaxation.regularizer(theta, latent, temperature=0.6, entry_ops=[SIZE_OPS] * 3,
+                                 entry_cost=cost)
+    torch.testing.assert_close(got, -(gamma * occurs.log()).sum(), atol=0.02, rtol=0.01)
+
+
+@pytest.mark.parametrize("form", ["logp", "code"])
+def test_which_prior_pushes_a_costly_leader_down(form):
+    """A vertex of two free ops and six costly layers, one layer leading (mass 0.7): the
+    descent direction of the expected prior (many tempered draws) on the logits. ``-log Dir``
+    with alpha < 1 (the profiles' 0.5 to 1) grows the leader, however costly (its poles at the
+    faces); the code length moves mass from it to the free ops at every state (BENCHMARKS.md,
+    issue 10's Dirichlet sweeps)."""
+    relaxation = Dirichlet(beta0=0.5, cost_strength=0.5, concentration="tempered", prior=form)
+    n, ops = 20000, ("zero", "identity") + ("linear",) * 6
+    cost = torch.tensor([0.0, 0.0] + [1.0] * 6, dtype=torch.float64).expand(n, 8)
+    probs = torch.tensor([0.3 / 7] * 7 + [0.7], dtype=torch.float64)
+    theta = probs.log().expand(n, 8).clone().requires_grad_(True)
+    torch.manual_seed(0)
+    _, latent = relaxation.sample(theta, 0.5)
+    relaxation.regularizer(theta, latent, temperature=0.5, entry_ops=[ops] * n,
+                           entry_cost=cost).backward()
+    descent = -theta.grad.mean(0)
+    if form == "logp":
+        assert descent[7] > 0 and descent[7] == descent.max()
+    else:
+        assert descent[7] < 0 and (descent[:2] > 0).all() and descent[7] == descent.min()
+
+
 def test_regularizer_is_evaluated_at_the_given_sample():
     arch = make("gumbel", init_scale=1.0)
     s = arch.sample(temperature=0.5)
@@ -368,7 +413,8 @@ def prior_only(name, lam, steps=150, cost_strength=3.0, seed=0, temperature=1.0,
 
 
 SIZE_PRIORS = [("gumbel", {"prior": "logp"}), ("dirichlet", {"prior": "logp", "beta0": 1.0}),
-               ("dirichlet", {"prior": "kl", "beta0": 1.0})]
+               ("dirichlet", {"prior": "kl", "beta0": 1.0}), ("gumbel", {"prior": "code"}),
+               ("dirichlet", {"prior": "code", "beta0": 0.5})]
 
 
 @pytest.mark.parametrize("name,options", SIZE_PRIORS)

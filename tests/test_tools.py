@@ -41,6 +41,23 @@ def test_dirichlet_decisiveness_runs_the_gumbel_rows_per_seed(capsys):
     assert len(sizes) == 2 and min(sizes) <= int(row[7].replace(",", "")) <= max(sizes)
 
 
+def test_dirichlet_decisiveness_searches_the_asked_simplex_and_variant(monkeypatch, capsys):
+    tool = _load("dirichlet_decisiveness")
+    seen = []
+
+    def measure(cfg, warmup=0):
+        seen.append((cfg.simplex, cfg.prior_form, cfg.beta0, cfg.prior_cost, cfg.lam))
+        return dict(entropy_norm=0.5, sample_entropy_norm=0.4, sum_beta=1.0,
+                    margin_median=0.5, valid=0.2, params=751)
+
+    monkeypatch.setattr(tool, "measure", measure)
+    for simplex in ("edge", "vertex"):
+        assert tool.main(["--seeds", "0", "--lambdas", "1", "--variants", "code_wide",
+                          "--no-darts", "--simplex", simplex]) == 0
+    assert seen == [("edge", "code", 0.05, 1.0, 1.0), ("vertex", "code", 0.05, 1.0, 1.0)]
+    assert "description-length prior" in capsys.readouterr().out
+
+
 def test_dirichlet_prior_force_pushes_cheap_ops_first_then_the_leader(capsys):
     tool = _load("dirichlet_prior_force")
     assert tool.main([]) == 0

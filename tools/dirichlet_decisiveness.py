@@ -15,7 +15,9 @@ only, one line per (variant, lambda) with the median over seeds of
     python tools/dirichlet_decisiveness.py [--dataset boston] [--seeds 0 1 2]
         [--lambdas 0 0.1 1 10 100]
         [--variants profile exp tempered_wide lr long sparse exp_sparse kl tempered_flat
-                    tau_mild edge_cost warmup1 warmup2] [--relaxation dirichlet] [--no-darts]
+                    tau_mild edge_cost code code_wide symmetric
+                    warmup1 warmup2] [--relaxation dirichlet]
+        [--simplex vertex] [--no-darts]
 
 A DARTS (softmax, per vertex) line at lambda 0 is the reference for how far a deterministic
 relaxation moves in the same steps. Boston: about 1 s a search, MNIST about 4 s (one thread).
@@ -58,6 +60,13 @@ VARIANTS = {
     "tau_mild": ("the profile, draws' temperature annealed to 0.3 (not 0.1)", {"tau_end": 0.3}),
     "edge_cost": ("the profile, cost normalized per edge (the plans' until session 12)",
                   {"cost_scope": "edge"}),
+    # the expected description length -sum_k gamma_k log pi_k, pi = the prior's mean alpha / sum
+    "code": ("description-length prior, alpha 0.5 to 1 (code lengths differ by up to log 2)",
+             {"prior_form": "code"}),
+    "code_wide": ("description-length prior, alpha 0.05 to 1.05 (up to log 21 = 3.0)",
+                  {"prior_form": "code", "beta0": 0.05, "prior_cost": 1.0}),
+    "symmetric": ("symmetric sparse prior, alpha 0.5 for every op (-log Dir, no cost)",
+                  {"prior_cost": 0.0}),
     # not config fields: the first epochs train the weights only (WARMUP, by measure())
     "warmup1": ("the profile, first epoch without structure steps", {}),
     "warmup2": ("the profile, first two epochs without structure steps", {}),
@@ -119,6 +128,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.1, 1.0, 10.0, 100.0])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--simplex", default="vertex", choices=("vertex", "edge"),
+                        help="the sweep's rows of this simplex (the plans run both for MLPs)")
     parser.add_argument("--no-darts", action="store_true", help="leave out the DARTS line")
     parser.add_argument("--relaxation", default="dirichlet", choices=("dirichlet", "gumbel"),
                         help="the plan's relnas rows of this relaxation (gumbel: variants that "
@@ -139,7 +150,7 @@ def main(argv=None) -> int:
             cfg = next(c for c in plan(args.dataset, seeds=[seed], relaxations=(searched,),
                                        lambdas=[lam], learned_precision=(False,),
                                        include=("relnas",), conv_cell=False)
-                       if c.simplex == "vertex")
+                       if c.simplex == args.simplex)
             cfg = make_config(**{**cfg.to_dict(), "relaxation": relaxation, **over})
             found.append(measure(cfg, warmup))
 
