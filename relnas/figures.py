@@ -264,8 +264,9 @@ RELEVANCE_COLORS = {"mass": 0, "precision": 9, "magnitude": 4, "random": 7}
 
 def plot_relevance(curves: pd.DataFrame):
     """Test metric against the fraction of the (edge, op) groups' parameters removed, one line
-    per removal order (mean over seeds and random repeats, band: min to max over seeds), one
-    panel without and one with the short retrain. ``curves``: ``relnas.relevance.curves``."""
+    per removal order (mean over the searches and random repeats, band: min to max over the
+    searches, each a seed of one label), one panel without and one with the short retrain.
+    ``curves``: ``relnas.relevance.curves``."""
     import seaborn as sns
     palette = sns.color_palette("colorblind", 10)
     fig, axes = subplots(1, 2, figsize=(9.0, 3.4), sharey=True)
@@ -274,7 +275,8 @@ def plot_relevance(curves: pd.DataFrame):
     for ax, retrain in zip(axes[0], (False, True)):
         part = curves[curves["retrain"] == retrain]
         for kind, g in part.groupby("order", sort=False):
-            per_seed = g.groupby(["fraction", "seed"])[["removed_fraction", "test_metric"]].mean()
+            search = ["fraction", "seed"] + (["label"] if "label" in g else [])
+            per_seed = g.groupby(search)[["removed_fraction", "test_metric"]].mean()
             agg = per_seed.groupby("fraction").agg(x=("removed_fraction", "mean"),
                                                    y=("test_metric", "mean"),
                                                    lo=("test_metric", "min"),

@@ -1,6 +1,8 @@
 """Relevance curves (method.md 1 and claim 3 of section 7): which parameter groups matter.
 
-A searched MLP supernet has one parameter group per (edge, op) with weights (``dag.e<e>.<op>``).
+A searched MLP supernet has one parameter group per (edge, op) with weights (``dag.e<e>.<op>``);
+a cell supernet one per (cell kind, edge, op), over every cell of that kind (they share their
+structure weights).
 Groups are removed, least relevant first, in one of four orders, and the supernet is evaluated
 on the test split at the mean structure weights with the removed groups' weights set to 0:
 
@@ -39,27 +41,50 @@ from relnas.train import epoch_generator
 
 ORDERS = ("mass", "precision", "magnitude", "random")
 FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.95)
-_GROUP = re.compile(r"^dag\.e(\d+)\.(\w+)$")
+# Curve options per (dataset, profile) where the defaults (5 retrain epochs, every test image)
+# cost too much: a CIFAR-10 `cpu` supernet takes 9.6 s to test on 10,000 images and 7.3 s a
+# retrain epoch on its 2,000 search images (AVX2 host, one thread), about 25 points a curve
+# and four curves; so one epoch and the first 2,000 test images (1,000 of them lossless).
+PROFILE_OPTIONS = {("cifar10", "cpu"): {"retrain_epochs": 1, "test_images": 2000},
+                   ("cifar10", "smoke"): {"retrain_epochs": 1, "test_images": 500}}
+
+
+def options(dataset: str, profile: str) -> dict[str, int]:
+    """The keyword options of :func:`curves` for ``dataset``'s ``profile`` (``PROFILE_OPTIONS``;
+    none: the defaults)."""
+    return dict(PROFILE_OPTIONS.get((dataset, profile), {}))
+# a group of weights on one (edge, op): "dag.e<e>.<op>" (MLP), "cells.<layer>.e<e>.<op>" (cells)
+_GROUP = re.compile(r"^(?:dag|cells\.(\d+))\.e(\d+)\.(\w+)$")
 
 
 def groups(net: nn.Module, mean: dict[str, torch.Tensor], precisions: dict[str, float]
            ) -> list[dict[str, Any]]:
-    """The (edge, op) groups of an MLP supernet: name, edge, op column, parameter names and
-    count, structure mass, precision ``A`` and mean squared weight."""
-    spec = net.arch_spec()["dag"]
-    params = dict(net.named_parameters())
-    out = []
+    """The (edge, op) groups with weights of a supernet: name, structure kind (``dag``;
+    ``normal`` / ``reduce`` for cells, whose cells of one kind share their structure, so a group
+    holds that (edge, op) of every such cell), edge, op column, parameter names and count,
+    structure mass, precision ``A`` (the mean over the group's cells) and mean squared weight.
+    The stem, preprocessing, head and classifier are never removed."""
+    specs, params, merged = net.arch_spec(), dict(net.named_parameters()), {}
     for name, members in net.weight_groups().items():
         match = _GROUP.match(name)
-        if not match:  # the head: never removed
+        if not match:
             continue
-        edge, op = int(match.group(1)), match.group(2)
-        tensors = [params[m] for m in members]
+        layer, edge, op = match.groups()
+        kind = "dag" if layer is None else \
+            ("reduce" if net.cells[int(layer)].reduction else "normal")
+        row = merged.setdefault(f"{kind}.e{edge}.{op}", {
+            "kind": kind, "edge": int(edge), "op": specs[kind].op_names.index(op),
+            "members": [], "precisions": []})
+        row["members"] += members
+        row["precisions"].append(precisions.get(name, float("nan")))
+    out = []
+    for group, row in merged.items():
+        tensors = [params[m] for m in row["members"]]
         n = sum(t.numel() for t in tensors)
-        out.append({"group": name, "edge": edge, "op": spec.op_names.index(op), "params": n,
-                    "members": members,
-                    "mass": float(mean["dag"][edge, spec.op_names.index(op)]),
-                    "precision": precisions.get(name, float("nan")),
+        out.append({"group": group, "kind": row["kind"], "edge": row["edge"], "op": row["op"],
+                    "params": n, "members": row["members"],
+                    "mass": float(mean[row["kind"]][row["edge"], row["op"]]),
+                    "precision": sum(row["precisions"]) / len(row["precisions"]),
                     "magnitude": float(sum(t.detach().pow(2).sum() for t in tensors)) / n})
     return out
 
@@ -97,7 +122,7 @@ def _masked(net: nn.Module, mean: dict[str, torch.Tensor], removed: Sequence[dic
     params = dict(net.named_parameters())
     with torch.no_grad():
         for r in removed:
-            weights["dag"][r["edge"], r["op"]] = 0.0
+            weights[r["kind"]][r["edge"], r["op"]] = 0.0
             for m in r["members"]:
                 params[m].zero_()
     return net, weights
@@ -122,12 +147,13 @@ def _retrain(net: nn.Module, weights, cfg: Config, task: train.Task, epochs: int
 
 def compute_curve(cfg: Config, *, orders: Sequence[str] = ORDERS,
                   fractions: Sequence[float] = FRACTIONS, retrain_epochs: int = 5,
-                  repeats: int = 3) -> list[dict[str, Any]]:
+                  repeats: int = 3, test_images: int = 0) -> list[dict[str, Any]]:
     """Rows ``order, retrain, fraction, removed_fraction, test_metric, metric`` for the searched
-    supernet of ``cfg`` (an MLP search; ``precision`` needs ``learned_precision``)."""
-    if cfg.method != "search" or cfg.space != "mlp":
-        raise ConfigError("relevance curves need an MLP search config (method='search', "
-                          f"space='mlp'), got method={cfg.method!r} space={cfg.space!r}")
+    supernet of ``cfg`` (a search; ``precision`` needs ``learned_precision``), tested on the
+    first ``test_images`` test examples (0: all)."""
+    if cfg.method != "search":
+        raise ConfigError(f"relevance curves need a search config (method='search'), got "
+                          f"method={cfg.method!r}")
     if "precision" in orders and not cfg.learned_precision:
         orders = [o for o in orders if o != "precision"]
     device = runtime.setup(cfg)
@@ -152,7 +178,8 @@ def compute_curve(cfg: Config, *, orders: Sequence[str] = ORDERS,
                 share = sum(r["params"] for r in removed) / sum(r["params"] for r in rows)
                 key = frozenset(r["group"] for r in removed)
                 if key not in points:
-                    points[key] = point(done.net, mean, removed, cfg, task, retrain_epochs)
+                    points[key] = point(done.net, mean, removed, cfg, task, retrain_epochs,
+                                        test_images)
                 for retrain, metric in zip((False, True), points[key]):
                     out.append({"order": kind, "repeat": repeat, "retrain": retrain,
                                 "fraction": fraction, "removed_fraction": share,
@@ -161,31 +188,39 @@ def compute_curve(cfg: Config, *, orders: Sequence[str] = ORDERS,
 
 
 def point(net: nn.Module, mean: dict[str, torch.Tensor], removed: Sequence[dict[str, Any]],
-          cfg: Config, task: train.Task, retrain_epochs: int) -> tuple[float, float]:
-    """The test metric of ``net`` without the ``removed`` groups, before and after the short
-    retrain (seeded by ``cfg.seed``, so the same set always gives the same pair)."""
+          cfg: Config, task: train.Task, retrain_epochs: int,
+          test_images: int = 0) -> tuple[float, float]:
+    """The test metric of ``net`` without the ``removed`` groups (on the first ``test_images``
+    test examples, 0: all), before and after the short retrain (seeded by ``cfg.seed``, so the
+    same set always gives the same pair)."""
     net, weights = _masked(net, mean, removed)
-    before = task.evaluate(lambda x: net(x, weights), "test")[task.metric]
+    n = len(task.sets["test"][0])
+    first = torch.arange(min(test_images, n)) if test_images else None
+    before = task.evaluate(lambda x: net(x, weights), "test", first)[task.metric]
     runtime.seed_everything(cfg.seed + 17)
     _retrain(net, weights, cfg, task, retrain_epochs)
-    return before, task.evaluate(lambda x: net(x, weights), "test")[task.metric]
+    return before, task.evaluate(lambda x: net(x, weights), "test", first)[task.metric]
 
 
-def curve_key(cfg: Config, retrain_epochs: int = 5, repeats: int = 3) -> dict[str, Any]:
-    """What a stored curve is keyed by (its folder is the hash of this)."""
+def curve_key(cfg: Config, retrain_epochs: int = 5, repeats: int = 3,
+              test_images: int = 0) -> dict[str, Any]:
+    """What a stored curve is keyed by (its folder is the hash of this; ``test_images`` only
+    when not 0, so the curves stored before it keep their keys)."""
     return {"search": cfg.to_dict(), "fractions": list(FRACTIONS), "orders": list(ORDERS),
-            "retrain_epochs": retrain_epochs, "repeats": repeats}
+            "retrain_epochs": retrain_epochs, "repeats": repeats,
+            **({"test_images": test_images} if test_images else {})}
 
 
 def curve(cfg: Config | dict, *, results_dir: str | Path | None = None,
-          retrain_epochs: int = 5, repeats: int = 3) -> dict[str, Any]:
+          retrain_epochs: int = 5, repeats: int = 3, test_images: int = 0) -> dict[str, Any]:
     """The stored relevance curve of ``cfg``'s search, computed on the first call."""
     cfg = make_config(**(cfg.to_dict() if isinstance(cfg, Config) else cfg))
-    key = curve_key(cfg, retrain_epochs, repeats)
+    key = curve_key(cfg, retrain_epochs, repeats, test_images)
     results = store.ResultsStore(results_dir)
 
     def compute(folder: Path):
-        rows = compute_curve(cfg, retrain_epochs=retrain_epochs, repeats=repeats)
+        rows = compute_curve(cfg, retrain_epochs=retrain_epochs, repeats=repeats,
+                             test_images=test_images)
         return {"metric": rows[0]["metric"], "points": len(rows)}, rows
 
     return results.run(f"{cfg.dataset}/relevance", key, compute)
@@ -197,25 +232,40 @@ def _curve_rows(cfg: dict, kw: dict) -> list[dict]:
 
 def _stored_rows(cfg: dict, kw: dict) -> list[dict] | None:
     """The stored curve's rows of ``cfg``, or None when it is still to be computed."""
-    key = curve_key(make_config(**cfg), kw["retrain_epochs"], kw["repeats"])
+    key = curve_key(make_config(**cfg), kw["retrain_epochs"], kw["repeats"], kw["test_images"])
     stored = store.ResultsStore(kw["results_dir"]).load(f"{cfg['dataset']}/relevance", key)
     return None if stored is None else stored["history"]
 
 
-def curves(runs, *, results_dir: str | Path | None = None, retrain_epochs: int = 5,
-           repeats: int = 3, workers: int = 1):
-    """The relevance curves of the learned-A searches in ``runs`` (all their seeds; those of
-    the evidence update when there are any, as the hypergradient barely moves A), as one
-    table: ``order, retrain, fraction, removed_fraction, test_metric, metric, seed``; missing
-    curves are computed in ``workers`` processes."""
-    import pandas as pd
+def searches(runs):
+    """The searches in ``runs`` whose relevance curves are drawn: the MLP space's learned-A
+    searches (those of the evidence update when there are any, as the hypergradient barely
+    moves A); without them (the cell spaces, where the plans learn no A) the lambda sweep's
+    searches (fixed A, first order) at its smallest lambda above 0, of every relaxation."""
+    from relnas.claims import sweep_rows
 
     learned = runs[(runs["method"] == "search") & runs["learned_precision"].astype(bool)
                    & (runs["space"] == "mlp")]
     if "precision_update" in learned and (learned["precision_update"] == "evidence").any():
         learned = learned[learned["precision_update"] == "evidence"]  # the A that moves
+    if not learned.empty:
+        return learned
+    sweep = sweep_rows(runs)
+    sweep = sweep[sweep["lam"] > 0]
+    return sweep[sweep["lam"] == sweep["lam"].min()] if not sweep.empty else sweep
+
+
+def curves(runs, *, results_dir: str | Path | None = None, retrain_epochs: int = 5,
+           repeats: int = 3, test_images: int = 0, workers: int = 1):
+    """The relevance curves of the ``searches`` in ``runs`` (all their seeds) as one table:
+    ``order, retrain, fraction, removed_fraction, test_metric, metric, seed, label``; missing
+    curves are computed in ``workers`` processes."""
+    import pandas as pd
+
+    learned = searches(runs)
     configs = [store.read_json(Path(d) / store.CONFIG) for d in learned["run_dir"]]
-    kw = {"results_dir": results_dir, "retrain_epochs": retrain_epochs, "repeats": repeats}
+    kw = {"results_dir": results_dir, "retrain_epochs": retrain_epochs, "repeats": repeats,
+          "test_images": test_images}
     histories = [_stored_rows(cfg, kw) for cfg in configs]  # no pool when all are stored
     missing = [i for i, rows in enumerate(histories) if rows is None]
     if workers > 1 and len(missing) > 1:
@@ -226,11 +276,12 @@ def curves(runs, *, results_dir: str | Path | None = None, retrain_epochs: int =
         computed = [_curve_rows(configs[i], kw) for i in missing]
     for i, rows in zip(missing, computed):
         histories[i] = rows
-    frames = [pd.DataFrame(rows).assign(seed=int(seed))
-              for rows, seed in zip(histories, learned["seed"])]
+    frames = [pd.DataFrame(rows).assign(seed=int(seed), label=label)
+              for rows, seed, label in zip(histories, learned["seed"],
+                                           learned.get("label", [""] * len(learned)))]
     if not frames:
         return pd.DataFrame(columns=["order", "retrain", "fraction", "removed_fraction",
-                                     "test_metric", "metric", "seed"])
+                                     "test_metric", "metric", "seed", "label"])
     out = pd.concat(frames, ignore_index=True)
     for col in ("fraction", "removed_fraction", "test_metric"):
         out[col] = out[col].astype(float)

@@ -30,6 +30,81 @@ def test_removed_share_never_exceeds_the_fraction():
     assert len(relevance.removed_at(ranked, 1.0)) == 3
 
 
+def test_cell_groups_span_every_cell_of_a_kind_and_removing_one_drops_its_op():
+    """A conv supernet's cells of one kind share their structure, so a group is one (kind,
+    edge, op) over all those cells; removing it equals the supernet with that structure
+    weight at 0 (the removed op contributes nothing in any cell)."""
+    from relnas.relax import Architecture
+    from relnas.space import ConvSupernet
+    torch.manual_seed(0)
+    ops = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
+    net = ConvSupernet(3, 10, C=4, layers=3, n_nodes=1, stem_stride=2, op_names=ops).eval()
+    arch = Architecture(net.arch_spec(), relaxation="softmax", init_scale=1.0,
+                        generator=torch.Generator().manual_seed(0))
+    mean = {k: w.detach() for k, w in arch.mean().items()}
+    rows = relevance.groups(net, mean, {})
+    members = sorted(m for r in rows for m in r["members"])
+    assert members == sorted(n for n, _ in net.named_parameters() if ".edges." in n)
+    assert {r["kind"] for r in rows} == {"normal", "reduce"}
+    reduce_cells = {i for i, cell in enumerate(net.cells) if cell.reduction}
+    assert len(reduce_cells) == 2
+    sep = next(r for r in rows if r["kind"] == "reduce" and ops[r["op"]] == "sep_conv_3x3")
+    assert {int(m.split(".")[1]) for m in sep["members"]} == reduce_cells
+    assert sep["params"] == sum(p.numel() for n, p in net.named_parameters()
+                                if n in sep["members"])
+    assert sep["mass"] == pytest.approx(float(mean["reduce"][sep["edge"], sep["op"]]))
+    x = torch.randn(2, 3, 16, 16)
+    dropped = {k: w.clone() for k, w in mean.items()}
+    dropped["reduce"][sep["edge"], sep["op"]] = 0.0
+    masked, weights = relevance._masked(net, mean, [sep])
+    with torch.no_grad():
+        torch.testing.assert_close(masked(x, weights), net(x, dropped))
+        assert not torch.allclose(net(x, dropped), net(x, mean), atol=1e-4)  # the op mattered
+
+
+def test_a_real_cell_curve_tests_on_the_first_images(data_dir, monkeypatch):
+    monkeypatch.setenv("RELNAS_DATA", str(data_dir))
+    cfg = relevance.make_config(dataset="mnist", space="conv", subset=64, C=2, layers=3,
+                                n_nodes=1, stem_multiplier=1, stem_stride=2, batch_size=32,
+                                epochs=1, threads=1, relaxation="gumbel", lam=1.0,
+                                ops=("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"))
+    seen = []
+    evaluate = relevance.train.Task.evaluate
+
+    def counting(self, forward, split, mask=None):
+        if split == "test":
+            seen.append(len(self.sets[split][0]) if mask is None else len(mask))
+        return evaluate(self, forward, split, mask)
+
+    monkeypatch.setattr(relevance.train.Task, "evaluate", counting)
+    rows = pd.DataFrame(relevance.compute_curve(cfg, retrain_epochs=1, repeats=1,
+                                                test_images=100))
+    assert set(rows["order"]) == {"mass", "magnitude", "random"}  # no A learned
+    assert set(seen) == {100} and rows["metric"].iloc[0] == "acc"
+    start = rows[(rows["fraction"] == 0.0) & ~rows["retrain"]]["test_metric"]
+    assert start.nunique() == 1 and (rows["removed_fraction"] <= rows["fraction"] + 1e-9).all()
+    assert (rows["removed_fraction"] > 0).any()
+
+
+def test_searches_are_the_learned_a_ones_else_the_weakest_prior_of_the_sweep():
+    base = dict(method="search", order=1, precision_update="hypergradient", run_dir="")
+    cells = pd.DataFrame([dict(base, space="conv", relaxation=r, label=f"relnas-{r}", lam=lam,
+                               seed=seed, learned_precision=False)
+                          for r in ("gumbel", "dirichlet") for lam in (0.0, 10.0, 100.0)
+                          for seed in (0, 1)])
+    chosen = relevance.searches(cells)
+    assert set(chosen["lam"]) == {10.0} and len(chosen) == 4
+    learned = pd.DataFrame([dict(base, space="mlp", relaxation="gumbel", label="+ A", lam=1.0,
+                                 seed=0, learned_precision=True),
+                            dict(base, space="mlp", relaxation="gumbel", label="+ evidence A",
+                                 lam=1.0, seed=0, learned_precision=True,
+                                 precision_update="evidence")])
+    both = pd.concat([cells, learned], ignore_index=True)
+    assert list(relevance.searches(both)["label"]) == ["+ evidence A"]
+    assert relevance.options("cifar10", "cpu") == {"retrain_epochs": 1, "test_images": 2000}
+    assert relevance.options("mnist", "default") == {}
+
+
 def test_a_real_curve_starts_at_the_supernet_and_is_stored(tmp_path):
     cfg = dict(dataset="boston", n_hidden=2, width=4, epochs=3, retrain_epochs=1, threads=1,
                relaxation="gumbel", simplex="vertex", lam=1.0, order=2,
@@ -45,7 +120,7 @@ def test_a_real_curve_starts_at_the_supernet_and_is_stored(tmp_path):
     assert (removed <= 0.95 + 1e-9).all() and (removed > 0).all()
     again = relevance.curve(cfg, results_dir=tmp_path, retrain_epochs=1, repeats=2)
     assert again["cached"] and again["history"] == first["history"]
-    with pytest.raises(ValueError, match="MLP search"):
+    with pytest.raises(ValueError, match="need a search config"):
         relevance.compute_curve(relevance.make_config(dataset="boston", method="expert"))
 
 

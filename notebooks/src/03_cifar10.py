@@ -87,13 +87,26 @@ views.architectures(runs, name, seed=seed)
 views.times(runs, name)
 
 # %% [markdown]
+# ## Relevance
+#
+# The (cell kind, edge, op) parameter groups of the sweep's searches at its smallest lambda above 0 (every relaxation and seed; the plans learn no A in cells, so no precision order), removed least relevant first by structure mass, by weight magnitude and at random; a group holds that op on that edge of every cell of its kind, which share their structure weights. Test accuracy of the supernet at the mean structure without and after a short retrain (`relnas.relevance`; for the `cpu` profile one retrain epoch on the search's 2,000 images and the first 2,000 test images, `relevance.PROFILE_OPTIONS`).
+
+# %%
+from relnas import relevance
+from relnas.plans import profile_results_dir
+
+curves = relevance.curves(runs, results_dir=profile_results_dir(profile, results_dir),
+                          workers=workers, **relevance.options('cifar10', profile))
+views.relevance(curves, name)
+
+# %% [markdown]
 # ## The paper's claims
 #
-# The lambda sweep of the size prior (fixed A, first order: median parameters of the derived cell (each seed's in `params_by_seed`) and mean test accuracy per lambda, beside magnitude pruning and random search at the same sizes and seeds), then each claim of method.md 7 with its evidence and verdict (`relnas.claims`). The relevance curves (claim 3) exist for the MLP spaces only, so that claim is not tested here.
+# The lambda sweep of the size prior (fixed A, first order: median parameters of the derived cell (each seed's in `params_by_seed`) and mean test accuracy per lambda, beside magnitude pruning and random search at the same sizes and seeds), then each claim of method.md 7 with its evidence and verdict (`relnas.claims`).
 
 # %% tags=["nbval-check-output"]
 from relnas import claims
 
-verdicts = claims.claims_table(runs)
+verdicts = claims.claims_table(runs, curves)
 report.write_table(verdicts, name + '_claims')
 display(views.table(claims.sweep(runs).round(4)), views.table(verdicts))
