@@ -38,14 +38,22 @@ reproduce: venv
 	RELNAS_DOWNLOAD=1 $(PY) -m relnas reproduce $(if $(FRESH),--fresh) $(NOTEBOOKS)
 
 # Tests write results and figures to a temporary folder; committed results/ are read only.
+# nbval runs beside the unit tests (its own folders, its log printed after them): much of
+# either is one thread, so on 2 cores the two overlap (BENCHMARKS.md, session 15).
 test: venv
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	export RELNAS_RESULTS=$$tmp/results RELNAS_FIGURES=$$tmp/figures RELNAS_RESULTS_READ=$(CURDIR)/results; \
-	$(PY) -m pytest tests; \
+	export RELNAS_RESULTS_READ=$(CURDIR)/results; nbval=; \
 	if [ -n "$(NB_PRESENT)" ]; then \
+	  RELNAS_RESULTS=$$tmp/nb/results RELNAS_FIGURES=$$tmp/nb/figures \
 	  $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
-	    --nbval-sanitize-with notebooks/sanitize.cfg $(NB_PRESENT); \
-	else echo "no notebooks yet: nbval skipped"; fi
+	    --nbval-sanitize-with notebooks/sanitize.cfg $(NB_PRESENT) > $$tmp/nbval.log 2>&1 & \
+	  nbval=$$!; \
+	else echo "no notebooks yet: nbval skipped"; fi; \
+	unit=0; RELNAS_RESULTS=$$tmp/results RELNAS_FIGURES=$$tmp/figures \
+	  $(PY) -m pytest tests || unit=$$?; \
+	nb=0; if [ -n "$$nbval" ]; then \
+	  wait $$nbval || nb=$$?; echo "--- nbval on $(NB_PRESENT)"; cat $$tmp/nbval.log; fi; \
+	test $$unit -eq 0 && test $$nb -eq 0
 
 lab: venv
 	$(VENV)/bin/jupyter lab notebooks/
