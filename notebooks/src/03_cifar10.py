@@ -3,7 +3,7 @@
 #
 # The paper's third experiment: the DARTS cell space on CIFAR-10, with the published DARTS_V2 cell and a ResNet-20 as experts, random search, magnitude pruning of the ResNet at the sizes the lambda sweep derived, DARTS first and second order, and relnas with the Dirichlet and the Gumbel size prior.
 #
-# Profiles: `cpu` (the default here) is the honest small run of the whole protocol on 2 CPU cores, about half an hour from empty results with its 2 seeds (42 minutes with 3): a small cell (3 cells of 2 nodes, 4 ops, 8 channels) searched on 2,000 + 2,000 images for 4 epochs, every derived and expert net retrained on 4,000 images for 3 epochs. Its accuracies are those of minutes of CPU training, far below the published numbers beside them. `quick` (one GPU, minutes) and `paper` (the DARTS protocol, GPU days) need `device="cuda"`; their runs go to `results/<profile>/`, their files are named `cifar10_<profile>_*`.
+# Profiles: `cpu` (the default here) is the honest small run of the whole protocol on 2 CPU cores, about 40 minutes from empty results with its 2 seeds (25 for the runs, 15 for the relevance curves; 3 seeds take longer): a small cell (3 cells of 2 nodes, 4 ops, 8 channels) searched on 2,000 + 2,000 images for 4 epochs, every derived and expert net retrained on 4,000 images for 3 epochs. Its accuracies are those of minutes of CPU training, far below the published numbers beside them. `quick` (one GPU, minutes) and `paper` (the DARTS protocol, GPU days) need `device="cuda"`; their runs go to `results/<profile>/`, their files are named `cifar10_<profile>_*`.
 #
 # Test accuracy is reported on all 10,000 test images and on the first 1,000, the only ones our shared copy holds losslessly (the rest were decoded from JPEG; `exact` in the data README).
 #
@@ -15,7 +15,7 @@
 profile = "cpu"                         # "cpu", "smoke", "quick" or "paper"
 relaxations = ["dirichlet", "gumbel"]   # structural priors of relnas
 lambdas = [0, 10, 100]                  # the size prior's sweep; per method chosen on validation
-seeds = [0, 1]                          # 2 keep the cpu profile near 30 minutes (3 seeds: 42)
+seeds = [0, 1]                          # 2 keep the cpu profile near 40 minutes
 epochs = None                           # search epochs (None: profile default)
 retrain_epochs = None                   # retrain epochs (None: profile default)
 learned_precision = [False]             # [False, True]: learned vs fixed A too (order 2, costly)
