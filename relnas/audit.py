@@ -67,10 +67,15 @@ def _planned(dataset, profile, seeds, relaxations, lambdas, learned_precision, o
     return results, configs, complete
 
 
-def _curve_keys(configs) -> list[dict[str, Any]]:
-    """The relevance curves of the plan's evidence-A searches (relnas.relevance)."""
-    return [relevance.curve_key(cfg) for cfg in configs
-            if cfg.learned_precision and cfg.precision_update == "evidence"]
+def _curve_keys(configs, dataset: str, profile: str) -> list[dict[str, Any]]:
+    """The keys of the relevance curves a notebook draws for the plan ``configs``: those of
+    ``relevance.searches`` (the MLP's evidence-A searches, else the sweep's weakest prior),
+    with the profile's curve options (``relevance.options``)."""
+    if not configs:
+        return []
+    chosen = relevance.searches(pd.DataFrame([cfg.to_dict() for cfg in configs]))
+    return [relevance.curve_key(configs[i], **relevance.options(dataset, profile))
+            for i in chosen.index]
 
 
 def missing_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
@@ -86,7 +91,7 @@ def missing_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4
                                           overrides, ground_truth=ground_truth)
     missing = sum(results.load(dataset, cfg.to_dict()) is None for cfg in configs)
     missing += sum(results.load(f"{dataset}/relevance", key) is None
-                   for key in _curve_keys(configs))
+                   for key in _curve_keys(configs, dataset, profile))
     return missing + (not complete)  # an incomplete plan has matched baselines still to come
 
 
@@ -110,8 +115,8 @@ def stale_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
         if not complete and _is_matched(run_dir):
             continue
         stale.append(run_dir)
-    # relevance curves of the plan's evidence-A searches (relnas.relevance); other curves go
-    curves = {store.config_hash(key) for key in _curve_keys(configs)}
+    # the relevance curves the notebook draws (relnas.relevance); other curves go
+    curves = {store.config_hash(key) for key in _curve_keys(configs, dataset, profile)}
     if (folder / "relevance").is_dir():
         stale += sorted(p for p in (folder / "relevance").iterdir()
                         if _is_run_dir(p) and p.name not in curves)

@@ -240,8 +240,9 @@ def _stored_rows(cfg: dict, kw: dict) -> list[dict] | None:
 def searches(runs):
     """The searches in ``runs`` whose relevance curves are drawn: the MLP space's learned-A
     searches (those of the evidence update when there are any, as the hypergradient barely
-    moves A); without them (the cell spaces, where the plans learn no A) the lambda sweep's
-    searches (fixed A, first order) at its smallest lambda above 0, of every relaxation."""
+    moves A); in a cell space (where the plans learn no A) the lambda sweep's searches (fixed
+    A, first order) at its smallest lambda above 0, of every relaxation. None for an MLP plan
+    without learned A."""
     from relnas.claims import sweep_rows
 
     learned = runs[(runs["method"] == "search") & runs["learned_precision"].astype(bool)
@@ -251,7 +252,7 @@ def searches(runs):
     if not learned.empty:
         return learned
     sweep = sweep_rows(runs)
-    sweep = sweep[sweep["lam"] > 0]
+    sweep = sweep[(sweep["lam"] > 0) & (sweep["space"] != "mlp")]
     return sweep[sweep["lam"] == sweep["lam"].min()] if not sweep.empty else sweep
 
 

@@ -101,8 +101,26 @@ def test_searches_are_the_learned_a_ones_else_the_weakest_prior_of_the_sweep():
                                  precision_update="evidence")])
     both = pd.concat([cells, learned], ignore_index=True)
     assert list(relevance.searches(both)["label"]) == ["+ evidence A"]
+    assert relevance.searches(cells.assign(space="mlp")).empty  # an MLP plan without A
     assert relevance.options("cifar10", "cpu") == {"retrain_epochs": 1, "test_images": 2000}
     assert relevance.options("mnist", "default") == {}
+
+
+def test_the_audit_expects_the_curves_the_notebooks_draw():
+    """``relnas stale`` keeps (and ``reading_only`` counts) exactly the curves of ``searches``
+    with the profile's options: a cell plan's weakest-prior searches, an MLP plan's evidence A."""
+    from relnas import audit
+    from relnas.plans import plan
+    cells = plan("cifar10", profile="cpu", seeds=[0, 1], lambdas=[0.0, 10.0, 100.0],
+                 learned_precision=(False,))
+    keys = audit._curve_keys(cells, "cifar10", "cpu")
+    assert len(keys) == 4 and {k["search"]["lam"] for k in keys} == {10.0}
+    assert {k["search"]["relaxation"] for k in keys} == {"dirichlet", "gumbel"}
+    assert {(k["retrain_epochs"], k["test_images"]) for k in keys} == {(1, 2000)}
+    mlp = plan("boston", seeds=[0], lambdas=[0.0, 1.0])
+    keys = audit._curve_keys(mlp, "boston", "default")
+    assert keys and all(k["search"]["precision_update"] == "evidence" for k in keys)
+    assert all("test_images" not in k and k["retrain_epochs"] == 5 for k in keys)
 
 
 def test_a_real_curve_starts_at_the_supernet_and_is_stored(tmp_path):
