@@ -99,11 +99,12 @@ class Config:
     lam: float = field(default=0.0, metadata=_range(0.0))
     # Structural prior p (method.md 3): "logp" = -log p(gamma), the paper's product of
     # probabilities; "kl" = KL(q || p); "code" = -sum_k gamma_k log P(op k occurs under p), the
-    # product of the ops' probabilities of occurrence weighted by gamma (the expected description
-    # length of the structure; linear in gamma). Size prior: p's parameters from each op's cost c in [0, 1]
-    # (parameters over the most on its edge): Concrete logits -prior_cost * c, Dirichlet
-    # concentrations beta0 + prior_cost * (1 - c); prior_cost = 0 is a symmetric prior (DrNAS:
-    # prior_form="kl", beta0=0.5). prior_cost 3 and beta0 1: the prototype of method.md 3.
+    # product of the ops' probabilities of occurrence weighted by gamma (the expected
+    # description length of the structure; linear in gamma). Size prior: p's parameters from
+    # each op's cost c in [0, 1] (parameters over the most on its edge): Concrete logits
+    # -prior_cost * c, Dirichlet concentrations beta0 + prior_cost * (1 - c); prior_cost = 0 is
+    # a symmetric prior (DrNAS: prior_form="kl", beta0=0.5). prior_cost 3 and beta0 1: the
+    # prototype of method.md 3.
     prior_form: str = field(default="logp", metadata=_choice(*PRIOR_FORMS))
     prior_cost: float = field(default=3.0, metadata=_range(0.0))
     # the cost c is normalized per edge (method.md 3) or over the entry's simplex group (per

@@ -76,7 +76,7 @@ def code_length(gamma: Tensor, log_occurs: Tensor) -> Tensor:
     (``log_occurs``, broadcast to ``gamma``): ``-log prod_k pi_k^gamma_k``, the paper's product
     of the probabilities of occurrence, weighted by the structure. Linear in gamma, so its pull
     towards cheap ops does not depend on which op leads (``-log p`` with alpha < 1 grows the
-    leader: BENCHMARKS.md "A oneDNN weight-gradient defect ...")."""
+    leader; BENCHMARKS.md "A linear prior and a trend test")."""
     return -(gamma * log_occurs).sum()
 
 
@@ -122,8 +122,8 @@ class Gumbel(Relaxation):
     (KL is invariant to the log map, so it is computed in log space for stability).
     ``prior="logp"``: ``R = -log p(gamma)``, the Concrete density on the simplex,
     ``log p(gamma) = log p_Y(y) - sum_k y_k``. ``prior="code"``: ``R = -sum_k gamma_k log
-    softmax(phi)_k`` (the probability that op k is the Concrete's argmax). Prior logits ``phi = prior_logits[op] - s c``:
-    ``prior_logits`` per op name (None or a missing op = 0) and the size term of
+    softmax(phi)_k`` (the probability that op k is the Concrete's argmax). Prior logits
+    ``phi = prior_logits[op] - s c``: ``prior_logits`` per op name (None or a missing op = 0) and the size term of
     ``cost_strength`` s times the entry's cost ``c``.
     """
 

@@ -53,6 +53,8 @@ def options(dataset: str, profile: str) -> dict[str, int]:
     """The keyword options of :func:`curves` for ``dataset``'s ``profile`` (``PROFILE_OPTIONS``;
     none: the defaults)."""
     return dict(PROFILE_OPTIONS.get((dataset, profile), {}))
+
+
 # a group of weights on one (edge, op): "dag.e<e>.<op>" (MLP), "cells.<layer>.e<e>.<op>" (cells)
 _GROUP = re.compile(r"^(?:dag|cells\.(\d+))\.e(\d+)\.(\w+)$")
 
