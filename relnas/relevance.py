@@ -45,8 +45,8 @@ FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.95)
 # cost too much: a CIFAR-10 `cpu` supernet takes 9.6 s to test on 10,000 images and 7.3 s a
 # retrain epoch on its 2,000 search images (AVX2 host, one thread), about 25 points a curve
 # and four curves; so one epoch and the first 2,000 test images (1,000 of them lossless).
-PROFILE_OPTIONS = {("cifar10", "cpu"): {"retrain_epochs": 1, "test_images": 2000},
-                   ("cifar10", "smoke"): {"retrain_epochs": 1, "test_images": 500}}
+PROFILE_OPTIONS = {("cifar10", "cpu"): {"retrain_epochs": 1, "test_subset": 2000},
+                   ("cifar10", "smoke"): {"retrain_epochs": 1, "test_subset": 500}}
 
 
 def options(dataset: str, profile: str) -> dict[str, int]:
@@ -149,10 +149,10 @@ def _retrain(net: nn.Module, weights, cfg: Config, task: train.Task, epochs: int
 
 def compute_curve(cfg: Config, *, orders: Sequence[str] = ORDERS,
                   fractions: Sequence[float] = FRACTIONS, retrain_epochs: int = 5,
-                  repeats: int = 3, test_images: int = 0) -> list[dict[str, Any]]:
+                  repeats: int = 3, test_subset: int = 0) -> list[dict[str, Any]]:
     """Rows ``order, retrain, fraction, removed_fraction, test_metric, metric`` for the searched
     supernet of ``cfg`` (a search; ``precision`` needs ``learned_precision``), tested on the
-    first ``test_images`` test examples (0: all)."""
+    first ``test_subset`` test examples (0: all)."""
     if cfg.method != "search":
         raise ConfigError(f"relevance curves need a search config (method='search'), got "
                           f"method={cfg.method!r}")
@@ -181,7 +181,7 @@ def compute_curve(cfg: Config, *, orders: Sequence[str] = ORDERS,
                 key = frozenset(r["group"] for r in removed)
                 if key not in points:
                     points[key] = point(done.net, mean, removed, cfg, task, retrain_epochs,
-                                        test_images)
+                                        test_subset)
                 for retrain, metric in zip((False, True), points[key]):
                     out.append({"order": kind, "repeat": repeat, "retrain": retrain,
                                 "fraction": fraction, "removed_fraction": share,
@@ -191,13 +191,13 @@ def compute_curve(cfg: Config, *, orders: Sequence[str] = ORDERS,
 
 def point(net: nn.Module, mean: dict[str, torch.Tensor], removed: Sequence[dict[str, Any]],
           cfg: Config, task: train.Task, retrain_epochs: int,
-          test_images: int = 0) -> tuple[float, float]:
-    """The test metric of ``net`` without the ``removed`` groups (on the first ``test_images``
+          test_subset: int = 0) -> tuple[float, float]:
+    """The test metric of ``net`` without the ``removed`` groups (on the first ``test_subset``
     test examples, 0: all), before and after the short retrain (seeded by ``cfg.seed``, so the
     same set always gives the same pair)."""
     net, weights = _masked(net, mean, removed)
     n = len(task.sets["test"][0])
-    first = torch.arange(min(test_images, n)) if test_images else None
+    first = torch.arange(min(test_subset, n)) if test_subset else None
     before = task.evaluate(lambda x: net(x, weights), "test", first)[task.metric]
     runtime.seed_everything(cfg.seed + 17)
     _retrain(net, weights, cfg, task, retrain_epochs)
@@ -205,24 +205,24 @@ def point(net: nn.Module, mean: dict[str, torch.Tensor], removed: Sequence[dict[
 
 
 def curve_key(cfg: Config, retrain_epochs: int = 5, repeats: int = 3,
-              test_images: int = 0) -> dict[str, Any]:
-    """What a stored curve is keyed by (its folder is the hash of this; ``test_images`` only
+              test_subset: int = 0) -> dict[str, Any]:
+    """What a stored curve is keyed by (its folder is the hash of this; ``test_subset`` only
     when not 0, so the curves stored before it keep their keys)."""
     return {"search": cfg.to_dict(), "fractions": list(FRACTIONS), "orders": list(ORDERS),
             "retrain_epochs": retrain_epochs, "repeats": repeats,
-            **({"test_images": test_images} if test_images else {})}
+            **({"test_subset": test_subset} if test_subset else {})}
 
 
 def curve(cfg: Config | dict, *, results_dir: str | Path | None = None,
-          retrain_epochs: int = 5, repeats: int = 3, test_images: int = 0) -> dict[str, Any]:
+          retrain_epochs: int = 5, repeats: int = 3, test_subset: int = 0) -> dict[str, Any]:
     """The stored relevance curve of ``cfg``'s search, computed on the first call."""
     cfg = make_config(**(cfg.to_dict() if isinstance(cfg, Config) else cfg))
-    key = curve_key(cfg, retrain_epochs, repeats, test_images)
+    key = curve_key(cfg, retrain_epochs, repeats, test_subset)
     results = store.ResultsStore(results_dir)
 
     def compute(folder: Path):
         rows = compute_curve(cfg, retrain_epochs=retrain_epochs, repeats=repeats,
-                             test_images=test_images)
+                             test_subset=test_subset)
         return {"metric": rows[0]["metric"], "points": len(rows)}, rows
 
     return results.run(f"{cfg.dataset}/relevance", key, compute)
@@ -234,7 +234,7 @@ def _curve_rows(cfg: dict, kw: dict) -> list[dict]:
 
 def _stored_rows(cfg: dict, kw: dict) -> list[dict] | None:
     """The stored curve's rows of ``cfg``, or None when it is still to be computed."""
-    key = curve_key(make_config(**cfg), kw["retrain_epochs"], kw["repeats"], kw["test_images"])
+    key = curve_key(make_config(**cfg), kw["retrain_epochs"], kw["repeats"], kw["test_subset"])
     stored = store.ResultsStore(kw["results_dir"]).load(f"{cfg['dataset']}/relevance", key)
     return None if stored is None else stored["history"]
 
@@ -259,7 +259,7 @@ def searches(runs):
 
 
 def curves(runs, *, results_dir: str | Path | None = None, retrain_epochs: int = 5,
-           repeats: int = 3, test_images: int = 0, workers: int = 1):
+           repeats: int = 3, test_subset: int = 0, workers: int = 1):
     """The relevance curves of the ``searches`` in ``runs`` (all their seeds) as one table:
     ``order, retrain, fraction, removed_fraction, test_metric, metric, seed, label``; missing
     curves are computed in ``workers`` processes."""
@@ -268,7 +268,7 @@ def curves(runs, *, results_dir: str | Path | None = None, retrain_epochs: int =
     learned = searches(runs)
     configs = [store.read_json(Path(d) / store.CONFIG) for d in learned["run_dir"]]
     kw = {"results_dir": results_dir, "retrain_epochs": retrain_epochs, "repeats": repeats,
-          "test_images": test_images}
+          "test_subset": test_subset}
     histories = [_stored_rows(cfg, kw) for cfg in configs]  # no pool when all are stored
     missing = [i for i, rows in enumerate(histories) if rows is None]
     if workers > 1 and len(missing) > 1:

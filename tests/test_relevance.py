@@ -78,7 +78,7 @@ def test_a_real_cell_curve_tests_on_the_first_images(data_dir, monkeypatch):
 
     monkeypatch.setattr(relevance.train.Task, "evaluate", counting)
     rows = pd.DataFrame(relevance.compute_curve(cfg, retrain_epochs=1, repeats=1,
-                                                test_images=100))
+                                                test_subset=100))
     assert set(rows["order"]) == {"mass", "magnitude", "random"}  # no A learned
     assert set(seen) == {100} and rows["metric"].iloc[0] == "acc"
     start = rows[(rows["fraction"] == 0.0) & ~rows["retrain"]]["test_metric"]
@@ -102,7 +102,7 @@ def test_searches_are_the_learned_a_ones_else_the_weakest_prior_of_the_sweep():
     both = pd.concat([cells, learned], ignore_index=True)
     assert list(relevance.searches(both)["label"]) == ["+ evidence A"]
     assert relevance.searches(cells.assign(space="mlp")).empty  # an MLP plan without A
-    assert relevance.options("cifar10", "cpu") == {"retrain_epochs": 1, "test_images": 2000}
+    assert relevance.options("cifar10", "cpu") == {"retrain_epochs": 1, "test_subset": 2000}
     assert relevance.options("mnist", "default") == {}
 
 
@@ -116,11 +116,11 @@ def test_the_audit_expects_the_curves_the_notebooks_draw():
     keys = audit._curve_keys(cells, "cifar10", "cpu")
     assert len(keys) == 4 and {k["search"]["lam"] for k in keys} == {10.0}
     assert {k["search"]["relaxation"] for k in keys} == {"dirichlet", "gumbel"}
-    assert {(k["retrain_epochs"], k["test_images"]) for k in keys} == {(1, 2000)}
+    assert {(k["retrain_epochs"], k["test_subset"]) for k in keys} == {(1, 2000)}
     mlp = plan("boston", seeds=[0], lambdas=[0.0, 1.0])
     keys = audit._curve_keys(mlp, "boston", "default")
     assert keys and all(k["search"]["precision_update"] == "evidence" for k in keys)
-    assert all("test_images" not in k and k["retrain_epochs"] == 5 for k in keys)
+    assert all("test_subset" not in k and k["retrain_epochs"] == 5 for k in keys)
 
 
 def test_a_real_curve_starts_at_the_supernet_and_is_stored(tmp_path):
