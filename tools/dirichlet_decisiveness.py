@@ -15,7 +15,7 @@ only, one line per (variant, lambda) with the median over seeds of
     python tools/dirichlet_decisiveness.py [--dataset boston] [--seeds 0 1 2]
         [--lambdas 0 0.1 1 10 100]
         [--variants profile exp tempered_wide lr long sparse exp_sparse kl tempered_flat
-                    tau_mild edge_cost code code_wide symmetric
+                    tau_mild edge_cost code code_wide centered symmetric
                     warmup1 warmup2] [--relaxation dirichlet]
         [--simplex vertex] [--no-darts]
 
@@ -65,6 +65,11 @@ VARIANTS = {
              {"prior_form": "code"}),
     "code_wide": ("description-length prior, alpha 0.05 to 1.05 (up to log 21 = 3.0)",
                   {"prior_form": "code", "beta0": 0.05, "prior_cost": 1.0}),
+    # alpha below 1 for costly ops and above 1 for cheap ones: in theta space -log Dir's pull
+    # on op j is (1 - alpha_j) - gamma_j sum_k (1 - alpha_k), so where sum_k alpha_k >= K a
+    # costly leader is pushed down at any mass (alpha 0.5 to 1 grows a leader above c_j / C)
+    "centered": ("-log Dir, alpha 0.5 (costliest) to 1.5 (parameter-free)",
+                 {"beta0": 0.5, "prior_cost": 1.0}),
     "symmetric": ("symmetric sparse prior, alpha 0.5 for every op (-log Dir, no cost)",
                   {"prior_cost": 0.0}),
     # not config fields: the first epochs train the weights only (WARMUP, by measure())
