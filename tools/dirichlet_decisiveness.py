@@ -65,9 +65,10 @@ VARIANTS = {
              {"prior_form": "code"}),
     "code_wide": ("description-length prior, alpha 0.05 to 1.05 (up to log 21 = 3.0)",
                   {"prior_form": "code", "beta0": 0.05, "prior_cost": 1.0}),
-    # alpha below 1 for costly ops and above 1 for cheap ones: in theta space -log Dir's pull
-    # on op j is (1 - alpha_j) - gamma_j sum_k (1 - alpha_k), so where sum_k alpha_k >= K a
-    # costly leader is pushed down at any mass (alpha 0.5 to 1 grows a leader above c_j / C)
+    # alpha below 1 for costly ops and above 1 for cheap ones: at the mean, -log Dir's pull on
+    # op j in theta is (1 - alpha_j) - gamma_j sum_k (1 - alpha_k), so with sum_k alpha_k >= K a
+    # costly leader would be pushed down at any mass; at tempered draws it is still grown
+    # (BENCHMARKS.md "Thirty held-out seeds", session 16; not adopted)
     "centered": ("-log Dir, alpha 0.5 (costliest) to 1.5 (parameter-free)",
                  {"beta0": 0.5, "prior_cost": 1.0}),
     "symmetric": ("symmetric sparse prior, alpha 0.5 for every op (-log Dir, no cost)",
