@@ -37,19 +37,21 @@ from relnas.plans import as_list, plan
 from relnas.profiles import PRUNED_EXPERT
 
 PLAN_KEYS = ("seeds", "relaxations", "lambdas", "learned_precision", "order", "conv_cell",
-             "include")
+             "include", "size_seeds")
 
 
 def cost_class(cfg) -> tuple:
     return (cfg.space, cfg.method, cfg.expert if cfg.method in ("expert", "prune") else "",
-            cfg.relaxation if cfg.method == "search" else "", cfg.order, cfg.learned_precision)
+            cfg.relaxation if cfg.method == "search" else "", cfg.order, cfg.learned_precision,
+            cfg.retrain)
 
 
 def class_label(key: tuple) -> str:
-    space, method, expert, relaxation, order, learned = key
+    space, method, expert, relaxation, order, learned, retrain = key
     what = {"expert": f"expert {expert}", "prune": f"pruning of {expert}",
             "random": "random search"}.get(method, f"search {relaxation}, order {order}"
-                                                    + (", learned A" if learned else ""))
+                                                    + (", learned A" if learned else "")
+                                                    + ("" if retrain else ", search only"))
     return f"{space}: {what}"
 
 
@@ -86,6 +88,8 @@ def project(cfg, probe, result) -> float:
         phases = {r["phase"] for r in history if r["phase"].startswith("random")}
         per_epoch = min(epoch_seconds(history, ph, *search_scale) for ph in phases)
         seconds += cfg.random_samples * max(1, cfg.epochs // cfg.random_samples) * per_epoch
+    if not cfg.retrain:  # claim 1's size seeds: search and count only
+        return seconds
     retrain = [r for r in history if r["phase"] == "retrain"]
     seconds += cfg.retrain_epochs * epoch_seconds(retrain, "retrain", n_train / p_train,
                                                   n_valid / p_valid)

@@ -49,12 +49,12 @@ def describe(dataset: str, profile: str = "default", **overrides: Any) -> dict[s
 
 
 def _planned(dataset, profile, seeds, relaxations, lambdas, learned_precision, order, conv_cell,
-             results_dir, overrides, read_roots=None, ground_truth=True):
+             results_dir, overrides, read_roots=None, ground_truth=True, size_seeds=()):
     """``(store, configs, complete)``: every run a notebook with these parameters would have
     (the matched-size baselines only once the rest is stored, as they follow from it; with
     ``ground_truth`` that of an MLP space) and whether the rest is stored."""
     configs = _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
-                             order, conv_cell, overrides)
+                             order, conv_cell, overrides, size_seeds)
     results = store.ResultsStore(profile_results_dir(profile, results_dir), read_roots=read_roots)
     stored = [results.load(dataset, cfg.to_dict()) for cfg in configs]
     complete = all(r is not None for r in stored)
@@ -71,6 +71,7 @@ def _curve_keys(configs, dataset: str, profile: str) -> list[dict[str, Any]]:
     """The keys of the relevance curves a notebook draws for the plan ``configs``: those of
     ``relevance.searches`` (the MLP's evidence-A searches, else the sweep's weakest prior),
     with the profile's curve options (``relevance.options``)."""
+    configs = [cfg for cfg in configs if cfg.retrain]  # the notebooks draw retrained runs
     if not configs:
         return []
     chosen = relevance.searches(pd.DataFrame([cfg.to_dict() for cfg in configs]))
@@ -81,14 +82,16 @@ def _curve_keys(configs, dataset: str, profile: str) -> list[dict[str, Any]]:
 def missing_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
                  relaxations=("dirichlet", "gumbel"), lambdas=LAMBDAS,
                  learned_precision=(False, True), order: int = 1, conv_cell: bool = True,
-                 results_dir=None, ground_truth: bool = False, **overrides: Any) -> int:
+                 results_dir=None, ground_truth: bool = False, size_seeds=(),
+                 **overrides: Any) -> int:
     """How many runs and relevance curves of that plan (see :func:`stale_runs`; the space's
     ground truth with ``ground_truth``) no results folder holds, its read-only ones included:
     0 means a notebook with these parameters only reads (``python -m relnas reproduce`` then
     runs it beside the others)."""
     results, configs, complete = _planned(dataset, profile, seeds, relaxations, lambdas,
                                           learned_precision, order, conv_cell, results_dir,
-                                          overrides, ground_truth=ground_truth)
+                                          overrides, ground_truth=ground_truth,
+                                          size_seeds=size_seeds)
     missing = sum(results.load(dataset, cfg.to_dict()) is None for cfg in configs)
     missing += sum(results.load(f"{dataset}/relevance", key) is None
                    for key in _curve_keys(configs, dataset, profile))
@@ -98,21 +101,28 @@ def missing_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4
 def stale_runs(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
                relaxations=("dirichlet", "gumbel"), lambdas=LAMBDAS,
                learned_precision=(False, True), order: int = 1, conv_cell: bool = True,
-               results_dir=None, **overrides: Any) -> list[Path]:
+               results_dir=None, size_seeds=(), **overrides: Any) -> list[Path]:
     """The run folders of ``dataset`` in the results folder that :func:`relnas.plans.run_experiment` with
     these parameters would not produce (left by earlier configurations; ``04_paper`` refuses
     to average them with the current ones). The matched-size baselines depend on the stored searches of the
-    same seed: while any run of the plan is missing, no matched-size baseline is called stale."""
+    same seed: while any run of the plan is missing, no matched-size baseline is called stale;
+    nor is a search-only run of one of the plan's searches (``size_seeds``), at any seed."""
     results, configs, complete = _planned(dataset, profile, seeds, relaxations, lambdas,
                                           learned_precision, order, conv_cell, results_dir,
-                                          overrides, read_roots=[])
+                                          overrides, read_roots=[], size_seeds=size_seeds)
     keep = {store.config_hash(cfg.to_dict()) for cfg in configs}
+    # a search-only run (claim 1's size seeds) of a search the plan makes, at any seed, is
+    # kept: 05_boston_ground_truth plans Boston as 01_boston does, without the size seeds
+    sized = {_any_seed({**cfg.to_dict(), "retrain": False}) for cfg in configs}
     folder = results.root / dataset
     if not folder.is_dir():
         return []
     stale = []
     for run_dir in sorted(p for p in folder.iterdir() if _is_run_dir(p) and p.name not in keep):
         if not complete and _is_matched(run_dir):
+            continue
+        if (stored := _stored_config(run_dir)).get("retrain") is False and \
+                _any_seed(stored) in sized:
             continue
         stale.append(run_dir)
     # the relevance curves the notebook draws (relnas.relevance); other curves go
@@ -129,10 +139,19 @@ def _is_run_dir(path: Path) -> bool:
             and all(c in "0123456789abcdef" for c in path.name))
 
 
+def _stored_config(run_dir: Path) -> dict[str, Any]:
+    config = run_dir / store.CONFIG
+    return store.read_json(config) if config.is_file() else {}
+
+
+def _any_seed(config: dict[str, Any]) -> str:
+    """A config's hash with the seed left out."""
+    return store.config_hash({k: v for k, v in config.items() if k != "seed"})
+
+
 def _is_matched(run_dir: Path) -> bool:
     """Whether a stored run is a matched-size baseline (pruning, random search with a budget)."""
-    config = run_dir / store.CONFIG
-    stored = store.read_json(config) if config.is_file() else {}
+    stored = _stored_config(run_dir)
     return stored.get("method") == "prune" or (stored.get("method") == "random"
                                                 and stored.get("param_budget", 0) > 0)
 

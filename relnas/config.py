@@ -53,7 +53,8 @@ def _range(lo: float | None = None, *, gt: bool = False, hi: float | None = None
 # every stored run. Never change the default of a field listed here: stored runs would be reused
 # for the new default.
 OPTIONAL_FIELDS = ("search_subset", "precision_update", "readout", "data_fingerprint", "augment",
-                   "amp", "channels_last", "compile", "resident", "cost_scope", "test_subset")
+                   "amp", "channels_last", "compile", "resident", "cost_scope", "test_subset",
+                   "retrain")
 
 
 DIRICHLET_CONCENTRATION = "exp"
@@ -155,6 +156,9 @@ class Config:
     param_budget: int = field(default=0, metadata=_range(0))      # 0 = no budget
     random_samples: int = field(default=8, metadata=_range(1))    # random search: architectures
     # --- retraining the derived network ---
+    # False: a search that derives and counts its net, no retrain (claim 1's extra size seeds,
+    # relnas.plans.plan's size_seeds): it has parameters and decisiveness, no test metric
+    retrain: bool = True
     retrain_epochs: int = field(default=100, metadata=_range(1))
     retrain_lr: float = field(default=0.025, metadata=_range(0.0, gt=True))
     retrain_optimizer: str = field(default="sgd", metadata=_choice("sgd", "adam"))

@@ -9,6 +9,7 @@ Methods (``cfg.method``, method.md 5):
 - ``expert``: train the expert model ``cfg.expert``;
 - ``search``: bilevel search in the space, derive, retrain the derived network from scratch
   (DARTS: ``relaxation="softmax", lam=0``; relnas: Dirichlet / Gumbel with ``lam`` > 0);
+  with ``retrain=False`` derive and count the net only (no test metric);
 - ``random``: ``random_samples`` random architectures of the same space, each trained for
   ``epochs / random_samples`` epochs on the search's training data (the search budget), the
   best on validation retrained;
@@ -170,10 +171,22 @@ def _retrain(cfg, task, device, run_dir, genotype, kw):
     return metrics, history, seconds
 
 
+def _counted(cfg, task, run_dir, genotype) -> dict[str, Any]:
+    """The derived net's size, untrained (its parameter count does not depend on training)."""
+    store.write_json(run_dir / store.GENOTYPE, genotype.to_dict())
+    model = train.build_derived(cfg, genotype)
+    return {"params": nets.count_parameters(model),
+            "flops": nets.count_flops(model, task.splits.in_shape),
+            "genotype": genotype.to_dict(), "code_version": runtime.code_version()}
+
+
 def _search(cfg, task, device, run_dir, kw):
     genotype, extras, history, search_s = search.search(cfg, task, device, run_dir, **kw)
     store.write_json(run_dir / store.TRAJECTORY, extras["trajectory"])
     store.write_json(run_dir / store.PRECISIONS, extras["precisions"])
+    if not cfg.retrain:  # derive and count only (claim 1's size seeds): no test metric
+        return {**_counted(cfg, task, run_dir, genotype), **extras["decisiveness"]}, history, \
+            (search_s, 0.0)
     metrics, retrain_history, retrain_s = _retrain(cfg, task, device, run_dir, genotype, kw)
     metrics.update(extras["decisiveness"])  # entropy_norm_start / _end, margins (search.py)
     return metrics, history + retrain_history, (search_s, retrain_s)

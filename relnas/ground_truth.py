@@ -9,7 +9,8 @@ import pandas as pd
 from relnas import store
 from relnas.config import make_config
 from relnas.exhaustive import ROWS
-from relnas.plans import _check_grid, as_list, run_all
+from relnas.grid import as_list, check_grid
+from relnas.plans import run_all
 from relnas.profiles import base_config
 from relnas.runs import derived_nets, profile_results_dir
 
@@ -49,7 +50,7 @@ def run(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3, 4),
     """One exhaustive run per seed of ``dataset``'s profile (its main MLP space); one row per
     architecture and seed: ``seed, index, params, valid_metric, test_metric, metric``."""
     seeds = as_list("seeds", seeds)
-    _check_grid(seeds, [0.0], [])
+    check_grid(seeds, [0.0], [])
     base = base_config(dataset, profile)
     configs = [make_config(**base, seed=int(s), method="exhaustive") for s in seeds]
     runs = run_all(configs, results_dir=profile_results_dir(profile, results_dir),

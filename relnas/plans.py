@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
-import yaml
 
 from relnas import cluster, datasets, popsearch, retrains, store
 from relnas.config import RELAXATIONS, Config, ConfigError, make_config
+from relnas.grid import ARD_LAMBDAS, LAMBDAS, as_list, check_grid, check_size_seeds
 from relnas.rules import check_execution
 from relnas.experiment import check_results_dir, run
 from relnas.store import RunLockedError
@@ -29,45 +29,6 @@ from relnas.profiles import (CELL_OVERRIDES, EXPERTS_FOR, PRUNED_EXPERT, RELNAS_
                              cost_scope_fields, relaxation_fields)
 from relnas.runs import profile_results_dir, row
 from relnas.runs import load_runs  # noqa: F401 (notebook 04_paper imports it from here)
-
-
-def as_list(name: str, value: Any) -> list:
-    """A notebook list parameter; a string is parsed as YAML (papermill ``-p seeds "[0, 1]"``
-    passes a string), a scalar becomes a one-element list."""
-    if isinstance(value, str):
-        value = yaml.safe_load(value)
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if value is None:
-        raise ConfigError(f"{name} must be a list, got None")
-    return [value]
-
-
-# The lambda sweep (method.md 3: log-spaced from "keeps everything" to "keeps the minimum",
-# 0 included), and the lambdas where learned and fixed A are compared.
-LAMBDAS = (0.0, 0.1, 1.0, 10.0, 100.0)
-ARD_LAMBDAS = (1.0,)
-
-
-def _check_grid(seeds: Sequence[int], lambdas: Sequence[float], relaxations: Sequence[str]) -> None:
-    for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"seeds: every seed must be an integer >= 0, got {seed!r}")
-    if len(seeds) == 0:
-        raise ConfigError("seeds is empty: give at least one seed, e.g. [0, 1, 2, 3, 4]")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds has duplicates: {list(seeds)}")
-    if len(lambdas) == 0:
-        raise ConfigError("lambdas is empty: give at least one lambda > 0")
-    if len(set(lambdas)) != len(lambdas):
-        raise ConfigError(f"lambdas has duplicates: {list(lambdas)}")
-    for lam in lambdas:
-        if not isinstance(lam, (int, float)) or isinstance(lam, bool) or lam < 0:
-            raise ConfigError(f"lambdas: every lambda must be a number >= 0, got {lam!r}")
-    for name in relaxations:
-        if name not in RELAXATIONS or name == "softmax":
-            raise ConfigError(f"relaxations: {name!r} is not a prior relaxation; allowed: "
-                              "'dirichlet', 'gumbel' (softmax is the DARTS baseline, always run)")
 
 
 # Fields an expert (and its pruning) never reads, left at their defaults so that a change of a
@@ -106,7 +67,7 @@ def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1
          lambdas: Sequence[float] = LAMBDAS, learned_precision: Sequence[bool] = (False, True),
          order: int = 1, include: Sequence[str] = ("expert", "random", "darts", "relnas"),
          conv_cell: bool = True, ard_lambdas: Sequence[float] = ARD_LAMBDAS,
-         **overrides: Any) -> list[Config]:
+         size_seeds: Sequence[int] = (), **overrides: Any) -> list[Config]:
     """Every config of one dataset's experiment except pruning (see :func:`matched_plan`); with
     ``conv_cell`` also the profile's second space (``SECOND_SPACE``), after the main one, unless
     ``overrides`` make the main space that same space. ``overrides`` apply to the main space;
@@ -114,8 +75,11 @@ def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1
     to the second space. The prior rows: the ``lambdas`` sweep per relaxation (fixed A, at
     ``order``), and with ``True`` in ``learned_precision`` learned vs fixed A at the same order
     (method.md 7) at each of ``ard_lambdas``: the hypergradient at order 2, the evidence fixed
-    point at ``order`` (``_ard_variants``)."""
-    _check_grid(seeds, lambdas, relaxations)
+    point at ``order`` (``_ard_variants``). ``size_seeds``: claim 1's extra seeds of the
+    lambda sweeps (main space, every simplex), searched and counted, not retrained
+    (``retrain=False``): a median of five seeds moves by a whole mode at a weak lambda."""
+    check_grid(seeds, lambdas, relaxations)
+    check_size_seeds(size_seeds, seeds)
     _check_overrides(overrides, order)
     for value in learned_precision:
         if not isinstance(value, bool):
@@ -136,6 +100,10 @@ def plan(dataset: str, *, profile: str = "default", seeds: Sequence[int] = (0, 1
             if "relnas" in include:
                 configs += [make_config(**{**cell, **relaxation_fields(name, cell)}, seed=seed,
                                         relaxation=name, lam=lam) for name in relaxations]
+    if size_seeds and "relnas" in include:
+        configs += [cfg.replace(retrain=False) for cfg in _main_plan(
+            dataset, profile, size_seeds, relaxations, lambdas, [False], order, ["relnas"],
+            overrides, ard_lambdas)]
     return configs
 
 
@@ -188,6 +156,8 @@ def matched_plan(runs: pd.DataFrame, base: dict[str, Any]) -> list[Config]:
     space = base.get("space", "mlp")
     sweep = {relnas_label(name, False) for name in RELAXATIONS if name != "softmax"}
     rows = runs[runs["label"].isin(sweep) & (runs["space"] == space)]
+    if "retrained" in rows:  # the search-only size seeds have no matched baselines
+        rows = rows[rows["retrained"].astype(bool)]
     expert = PRUNED_EXPERT[datasets.like(base["dataset"])]
     configs = []
     for seed, group in rows.groupby("seed"):
@@ -275,7 +245,7 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
                    learned_precision=(False, True), order: int = 1, conv_cell: bool = True,
                    results_dir=None, progress: bool = False, checkpoint_interval: float = 0.0,
                    workers: int = 1, recompute: bool = False, wait: float = math.inf,
-                   population: str = "eager", scheduler=None,
+                   population: str = "eager", scheduler=None, size_seeds=(),
                    **overrides: Any) -> pd.DataFrame:
     """Plan, validate, run every method of one dataset (the matched-size baselines last,
     :func:`matched_plan`); the runs table.
@@ -286,13 +256,14 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
     :func:`profile_results_dir`. ``wait``: seconds to wait for each run another process is
     computing, after the others; ``population``: how the MLP searches share a step
     (:func:`run_all`). ``scheduler``: a Dask scheduler's address (or client, cluster) that
-    runs the plan (``relnas.cluster``; ``results_dir`` then shared).
+    runs the plan (``relnas.cluster``; ``results_dir`` then shared). ``size_seeds``: claim
+    1's search-only seeds of the sweeps (:func:`plan`), rows with ``retrained`` False.
     """
     check_execution(results_dir, progress, workers, recompute, wait, population)
     if scheduler is not None:
         cluster.check(scheduler, workers=workers)
     configs = _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision,
-                             order, conv_cell, overrides)
+                             order, conv_cell, overrides, size_seeds)
     results_dir = profile_results_dir(profile, results_dir)
     results = store.ResultsStore(results_dir)
     if recompute or any(results.load(c.dataset, c.to_dict()) is None for c in configs):
@@ -311,10 +282,10 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
 
 
 def _notebook_plan(dataset, profile, seeds, relaxations, lambdas, learned_precision, order,
-                   conv_cell, overrides) -> list[Config]:
+                   conv_cell, overrides, size_seeds=()) -> list[Config]:
     """:func:`plan` from notebook parameters (lists may come as YAML strings)."""
     return plan(dataset, profile=profile, seeds=as_list("seeds", seeds),
                 relaxations=as_list("relaxations", relaxations),
                 lambdas=as_list("lambdas", lambdas),
                 learned_precision=as_list("learned_precision", learned_precision), order=order,
-                conv_cell=conv_cell, **overrides)
+                conv_cell=conv_cell, size_seeds=as_list("size_seeds", size_seeds), **overrides)

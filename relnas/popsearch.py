@@ -36,6 +36,10 @@ from relnas.train import Task
 
 MODES = ("off", "eager", "compiled")  # how a plan runs its MLP searches (plans.run_all)
 FREE = ("seed", "lam")  # the fields in which the members of one population may differ
+# The most members of one population: the plans' populations of 5 seeds x 5 lambdas. With
+# claim 1's size seeds a group has 125 members; an MNIST population of 125 held 12 GB in one
+# process, and two of them (2 workers) met the OOM killer on a 24 GB host (2026-12-01).
+MAX_MEMBERS = 25
 
 
 def eligible(cfg: Config) -> bool:
@@ -48,8 +52,9 @@ def eligible(cfg: Config) -> bool:
 def groups(configs: Iterable[Config], results: store.ResultsStore, *, recompute: bool = False,
            parts: int = 1) -> list[list[Config]]:
     """The eligible, unfinished configs (all, with ``recompute``) grouped by every field but
-    seed and lambda, groups of two or more, largest first; while there are fewer groups than
-    ``parts`` (workers), the largest is cut in two."""
+    seed and lambda, cut into groups of at most ``MAX_MEMBERS``, groups of two or more,
+    largest first; while there are fewer groups than ``parts`` (workers), the largest is cut
+    in two."""
     by_key: dict[str, dict[str, Config]] = {}
     for cfg in configs:
         if not eligible(cfg) or (not recompute and results.find(cfg.dataset, cfg.to_dict())):
@@ -57,8 +62,9 @@ def groups(configs: Iterable[Config], results: store.ResultsStore, *, recompute:
         fields = {k: v for k, v in cfg.to_dict().items() if k not in FREE}
         by_key.setdefault(json.dumps(fields, sort_keys=True, default=str), {})[
             store.config_hash(cfg.to_dict())] = cfg
-    out = sorted((list(m.values()) for m in by_key.values() if len(m) > 1), key=len,
-                 reverse=True)
+    cut = [members[i:i + MAX_MEMBERS] for members in (list(m.values()) for m in by_key.values())
+           for i in range(0, len(members), MAX_MEMBERS)]
+    out = sorted((g for g in cut if len(g) > 1), key=len, reverse=True)
     while out and len(out) < parts and len(out[0]) >= 4:
         half = math.ceil(len(out[0]) / 2)
         out = sorted([out[0][:half], out[0][half:], *out[1:]], key=len, reverse=True)

@@ -29,6 +29,9 @@ def check_cross(cfg, allowed_ops) -> None:
     if cfg.method in ("expert", "prune") and cfg.expert not in experts:
         raise ConfigError(f"expert={cfg.expert!r} is not an expert model for {cfg.dataset}; "
                           f"allowed: {', '.join(experts)}" + suggest(cfg.expert, experts))
+    if not cfg.retrain and cfg.method != "search":
+        raise ConfigError(f"retrain=False (derive and count, no retrain) is for searches; "
+                          f"method={cfg.method!r} has nothing to derive")
     if cfg.method == "exhaustive" and cfg.space != "mlp":
         raise ConfigError("method='exhaustive' lists MLP DAG spaces only (space='mlp')")
     if cfg.method == "prune" and cfg.param_budget <= 0:

@@ -2,9 +2,9 @@
 run folder that tables and figures show.
 
 The runs DataFrame has one row per run with the columns ``dataset, method, label, space,
-relaxation, lam, learned_precision, order, seed, metric ("rmse" | "acc"), valid_metric,
-test_metric, test_exact_acc, params, search_time_s, retrain_time_s, total_time_s, device,
-run_dir``. ``selected_runs`` keeps the runs at the ``lam`` chosen on validation; ``sort_rows``
+relaxation, lam, learned_precision, order, seed, metric ("rmse" | "acc"), retrained (False:
+a search-only run, no test metric), valid_metric, test_metric, test_exact_acc, params,
+search_time_s, retrain_time_s, total_time_s, device, run_dir``. ``selected_runs`` keeps the runs at the ``lam`` chosen on validation; ``sort_rows``
 gives the display order of every table and legend.
 """
 from __future__ import annotations
@@ -34,8 +34,10 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
             "space": cfg.space, "relaxation": cfg.relaxation if cfg.method == "search" else "",
             "lam": cfg.lam, "learned_precision": cfg.learned_precision, "order": cfg.order,
             "precision_update": cfg.precision_update if cfg.learned_precision else "",
-            "seed": cfg.seed, "metric": m["metric"], "valid_metric": m["valid_metric"],
-            "test_metric": m["test_metric"], "test_exact_acc": m.get("test_exact_acc", math.nan),
+            "seed": cfg.seed, "metric": m["metric"], "retrained": cfg.retrain,
+            "valid_metric": m.get("valid_metric", math.nan),
+            "test_metric": m.get("test_metric", math.nan),
+            "test_exact_acc": m.get("test_exact_acc", math.nan),
             "params": m["params"], "flops": m.get("flops", math.nan),
             "search_time_s": m["search_time_s"],
             "retrain_time_s": m["retrain_time_s"], "total_time_s": m["total_time_s"],
@@ -74,8 +76,9 @@ def profile_results_dir(profile: str, results_dir: str | Path | None = None) -> 
 
 
 def load_runs(dataset: str | None = None, results_dir: str | Path | None = None, *,
-              allow_mixed: bool = False) -> pd.DataFrame:
-    """Every finished run stored under the results root (and the read-only roots).
+              allow_mixed: bool = False, search_only: bool = False) -> pd.DataFrame:
+    """Every finished run stored under the results root (and the read-only roots); the
+    search-only runs (``retrained`` False: claim 1's size seeds) only with ``search_only``.
 
     Tables average the seeds of a (dataset, method label, lambda); two stored configurations
     with the same label, lambda and seed (say an earlier run with other epochs in the same
@@ -97,6 +100,8 @@ def load_runs(dataset: str | None = None, results_dir: str | Path | None = None,
                     "stored by an older relnas. `python -m relnas stale --delete` removes the "
                     "default-profile runs no notebook makes; move other folders away") from None
     runs = pd.DataFrame(rows)
+    if not search_only and not runs.empty:
+        runs = runs[runs["retrained"]].reset_index(drop=True)
     if not allow_mixed and not runs.empty:
         keys = ["dataset", "label", "lam", "seed"] + (["budget"] if "budget" in runs else [])
         clash = runs[runs.duplicated(keys, keep=False)].sort_values(keys)

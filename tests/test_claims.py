@@ -166,3 +166,28 @@ def test_sweep_gives_each_seeds_size_in_seed_order():
     first = sweep.iloc[0]  # lambda 0: 4001 + 200, + 100, + 0 for seeds 0, 1, 2
     assert first["params_by_seed"] == "4,201 / 4,101 / 4,001"
     assert first["median_params"] == 4101 and first["seeds"] == 3
+
+
+def test_size_seeds_enter_claim_1_and_the_sweep_sizes_not_the_test_metrics():
+    """Search-only rows (``retrained`` False, no test metric): the median size is over every
+    seed, the test metric, the seeds' sizes column and claims 2 and 4 over the retrained."""
+    table = runs({"gumbel": {0.0: 4001, 0.1: 1451, 1.0: 751}}).assign(retrained=True)
+    extra = table[table["method"] == "search"].assign(
+        retrained=False, seed=lambda t: t["seed"] + 10, test_metric=math.nan,
+        valid_metric=math.nan)
+    extra.loc[extra["lam"] == 0.1, "params"] = 5851  # the extra seeds keep more at 0.1
+    both = pd.concat([table, extra, extra.assign(seed=extra["seed"] + 10)], ignore_index=True)
+    sweep = claims.sweep(both).set_index("lam")
+    assert sweep.loc[0.1, "median_params"] == 5851 and sweep.loc[0.1, "seeds"] == 9
+    assert sweep.loc[0.1, "retrained"] == 3
+    assert sweep.loc[0.1, "params_by_seed"] == "1,451 / 1,451 / 1,451"
+    assert sweep.loc[0.1, "sizes"] == "5,851 x6 · 1,451 x3"
+    assert sweep.loc[0.1, "test_metric"] == pytest.approx(claims.sweep(table).set_index(
+        "lam").loc[0.1, "test_metric"])
+    size = claims.size_claim(both)
+    assert size["verdict"] == "not reproduced"  # 4001 / 5851 / 751: a rise at 0.1
+    assert "over 9 seeds (6 of them search only)" in size["evidence"]
+    assert claims.size_claim(table)["verdict"] == "reproduced"
+    full = claims.claims_table(both).set_index("claim")["evidence"]
+    alone = claims.claims_table(table).set_index("claim")["evidence"]
+    assert list(full.iloc[[1, 3]]) == list(alone.iloc[[1, 3]])  # claims 2 and 4 unchanged

@@ -6,10 +6,12 @@ head) and evaluate, all on the CPU in seconds. The MLP path of every method is c
 papermill smoke runs in test_notebooks.py.
 """
 import json
+import math
 import time
 
 import pytest
 
+from relnas import store
 from relnas.config import ConfigError, make_config
 from relnas.genotype import Genotype
 from relnas.experiment import run
@@ -481,3 +483,56 @@ def test_pruning_starts_from_the_trained_expert_of_its_seed_with_the_same_result
     assert reused["metrics"]["retrain_time_s"] > trained["metrics"]["retrain_time_s"]
     phases = [r["phase"] for r in reused["history"]]
     assert phases.count("train") == expert.retrain_epochs and "finetune" in phases
+
+
+def test_size_seeds_plan_the_sweeps_search_only_on_other_seeds():
+    from relnas.plans import plan
+
+    base = plan("boston", seeds=[0, 1])
+    both = plan("boston", seeds=[0, 1], size_seeds=[5, 6, 7])
+    assert both[:len(base)] == base
+    extra = both[len(base):]
+    sweep = sorted((c.relaxation, c.simplex, c.lam) for c in base
+                   if c.method == "search" and c.relaxation != "softmax" and c.seed == 0
+                   and not c.learned_precision and c.order == 1 and c.space == "mlp")
+    assert len(sweep) == 2 * 2 * 5  # relaxations x simplices x lambdas
+    for seed in (5, 6, 7):
+        assert sorted((c.relaxation, c.simplex, c.lam) for c in extra if c.seed == seed) == sweep
+    # each is its retrained twin of seed 0 but for the seed and the retrain
+    twins = {c.to_json() for c in base}
+    assert all(not c.retrain and c.replace(seed=0, retrain=True).to_json() in twins
+               for c in extra)
+    with pytest.raises(ConfigError, match=r"size_seeds \[1\] are also in seeds"):
+        plan("boston", seeds=[0, 1], size_seeds=[1, 2])
+    with pytest.raises(ConfigError, match="size_seeds: every seed"):
+        plan("boston", size_seeds=[-1])
+    with pytest.raises(ConfigError, match="retrain=False"):
+        make_config(method="expert", retrain=False)
+
+
+def test_a_search_only_run_counts_the_net_its_retrained_twin_derives(tmp_path):
+    from relnas.audit import stale_runs
+    from relnas.plans import plan
+    from relnas.runs import load_runs
+
+    grid = dict(profile="smoke", seeds=[0], lambdas=[1.0], relaxations=["gumbel"],
+                learned_precision=[False])
+    only = next(c for c in plan("boston", **grid, size_seeds=[1]) if not c.retrain)
+    counted = run(only, results_dir=tmp_path / "a")["metrics"]
+    full = run(only.replace(retrain=True), results_dir=tmp_path / "b")["metrics"]
+    assert (counted["params"], counted["genotype"]) == (full["params"], full["genotype"])
+    assert "test_metric" not in counted and counted["retrain_time_s"] == 0
+    assert 0 <= counted["entropy_norm_end"] <= 1
+    run(only.replace(seed=0, retrain=True), results_dir=tmp_path / "a")
+    assert list(load_runs("boston", tmp_path / "a")["retrained"]) == [True]
+    both = load_runs("boston", tmp_path / "a", search_only=True)
+    assert sorted(zip(both["seed"], both["retrained"])) == [(0, True), (1, False)]
+    assert math.isnan(both.set_index("seed").loc[1, "test_metric"])
+    # a size seed of a search the notebook plans is not stale (05 plans Boston without them);
+    # of a search it no longer plans, it is
+    assert stale_runs("boston", **grid, results_dir=tmp_path / "a", size_seeds=[1]) == []
+    assert stale_runs("boston", **grid, results_dir=tmp_path / "a") == []
+    other = {**grid, "lambdas": [0.5]}
+    assert sorted(p.name for p in stale_runs("boston", **other, results_dir=tmp_path / "a")) \
+        == sorted(store.config_hash(c.to_dict()) for c in (only, only.replace(seed=0,
+                                                                             retrain=True)))

@@ -16,7 +16,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPERIMENTS = {"01_boston": "boston", "02_mnist": "mnist"}
 ALL = ["01_boston", "02_mnist", "03_cifar10", "05_boston_ground_truth", "04_paper"]
 SMOKE = {"profile": "smoke", "seeds": [0, 1], "lambdas": [0.1], "relaxations": ["dirichlet"],
-         "learned_precision": [False, True]}
+         "learned_precision": [False, True], "size_seeds": [2]}
 
 
 def _code(nb):
@@ -91,10 +91,14 @@ def test_papermill_smoke_run(name, scratch):
     # Dirichlet; then pruning and random search at each size that the fixed-A, first-order
     # per-vertex Dirichlet runs derived on a seed
     n_experts, n_cell = (1, 0) if dataset == "boston" else (2, 2)
-    budgets = [c.get("param_budget") for c in configs]
+    budgets = [c.get("param_budget") for c in configs if c.get("retrain", True)]
     assert len([b for b in budgets if not b]) == 2 * (n_experts + 1 + 2 + 2 + 4 + n_cell)
+    # the size seed: the Dirichlet sweep per vertex and per edge, searched and counted only
+    sized = [(c["seed"], c["simplex"]) for c in configs if not c.get("retrain", True)]
+    assert sorted(sized) == [(2, "edge"), (2, "vertex")]
     derived = {(c["seed"], m["params"]) for c, m in zip(configs, metrics)
-               if c["method"] == "search" and c["relaxation"] == "dirichlet"
+               if c.get("retrain", True) and c["method"] == "search"
+               and c["relaxation"] == "dirichlet"
                and c["simplex"] == "vertex" and c["order"] == 1
                and not c.get("learned_precision") and c.get("space", "mlp") != "conv"}
     matched = sorted((c["seed"], c["param_budget"], c["method"]) for c in configs

@@ -157,6 +157,9 @@ def isolated(monkeypatch, data_dir):
 def test_plan_searches_as_populations_equal_the_runs_one_by_one(tmp_path, isolated):
     configs = [boston(s, lam) for s in (0, 1) for lam in (0.0, 1.0)] + [boston(0, 0.0, order=2)]
     assert [len(g) for g in popsearch.groups(configs, ResultsStore(tmp_path / "a"))] == [4]
+    many = [boston(s, lam) for s in range(12) for lam in (0.0, 1.0, 10.0, 100.0, 0.1)]
+    assert [len(g) for g in popsearch.groups(many, ResultsStore(tmp_path / "a"))] \
+        == [popsearch.MAX_MEMBERS, popsearch.MAX_MEMBERS, 10]
     together = run_all(configs, results_dir=tmp_path / "a", population="eager")
     alone = run_all(configs, results_dir=tmp_path / "b", population="off")
     again = run_all(configs, results_dir=tmp_path / "a", population="eager", recompute=True)
