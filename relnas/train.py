@@ -230,8 +230,10 @@ class Task:
         n = self.search_subset or len(x)
         return x[:n], y[:n]
 
-    def evaluate(self, forward: Callable, split: str, mask: torch.Tensor | None = None) -> dict:
-        x, y = self.sets[split]
+    def evaluate(self, forward: Callable, split: str, mask: torch.Tensor | None = None, *,
+                 search: bool = False) -> dict:
+        """Loss and metric of ``forward`` on ``split`` (as the search sees it with ``search``)."""
+        x, y = self.search_split(split) if search else self.sets[split]
         if mask is not None:
             x, y = x[mask], y[mask]
         return evaluate(lambda xb: forward(self.inputs(xb)), x, y, task=self.kind,

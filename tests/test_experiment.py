@@ -263,8 +263,12 @@ def test_search_subset_limits_the_search_data_not_the_retraining(tmp_path, monke
     from relnas import train
     from relnas.bilevel import BilevelOptimizer
 
-    batches, fitted = [], []
-    real_step, real_fit = BilevelOptimizer.step, train.fit
+    batches, fitted, evaluated = [], [], []
+    real_step, real_fit, real_evaluate = BilevelOptimizer.step, train.fit, train.evaluate
+
+    def evaluate(forward, x, y, **kw):
+        evaluated.append(len(x))
+        return real_evaluate(forward, x, y, **kw)
 
     def step(self, train, valid, **kw):
         batches.append(len(train[0]))
@@ -277,14 +281,19 @@ def test_search_subset_limits_the_search_data_not_the_retraining(tmp_path, monke
 
     monkeypatch.setattr(BilevelOptimizer, "step", step)
     monkeypatch.setattr(train, "fit", fit)
+    monkeypatch.setattr(train, "evaluate", evaluate)
     base = dict(dataset="boston", n_hidden=1, width=4, epochs=1, retrain_epochs=1,
                 batch_size=64, retrain_batch=64, random_samples=1, threads=1)
     whole = run(base, results_dir=tmp_path)
     n_train = whole["metrics"]["n_train"]
     assert sum(batches) == n_train and "search_subset" not in whole["config"]
+    n_valid = evaluated[0]  # the search's end of epoch, on all of valid (101 images)
     batches.clear()
+    evaluated.clear()
     limited = run(dict(base, search_subset=100), results_dir=tmp_path)
     assert sum(batches) == 100 and limited["dir"] != whole["dir"]
+    # the search's validation loss is on its own 100 images; the retrain's on all of valid
+    assert evaluated[0] == 100 < n_valid and n_valid in evaluated[1:]
     assert limited["config"]["search_subset"] == 100
     assert fitted[-1] == ("retrain", n_train)  # the derived network trains on all of train
     fitted.clear()
