@@ -71,10 +71,10 @@ def test_a_real_cell_curve_tests_on_the_first_images(data_dir, monkeypatch):
     seen = []
     evaluate = relevance.train.Task.evaluate
 
-    def counting(self, forward, split, mask=None):
+    def counting(self, forward, split, mask=None, **kw):
         if split == "test":
             seen.append(len(self.sets[split][0]) if mask is None else len(mask))
-        return evaluate(self, forward, split, mask)
+        return evaluate(self, forward, split, mask, **kw)
 
     monkeypatch.setattr(relevance.train.Task, "evaluate", counting)
     rows = pd.DataFrame(relevance.compute_curve(cfg, retrain_epochs=1, repeats=1,
