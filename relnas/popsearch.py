@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from relnas import distributed, runtime, search, store
+from relnas import datasets, distributed, runtime, search, store
 from relnas.config import Config
 from relnas.population import Population
 from relnas.relax import temperature
@@ -40,6 +40,15 @@ FREE = ("seed", "lam")  # the fields in which the members of one population may 
 # claim 1's size seeds a group has 125 members; an MNIST population of 125 held 12 GB in one
 # process, and two of them (2 workers) met the OOM killer on a 24 GB host (2026-12-01).
 MAX_MEMBERS = 25
+# Datasets (by the built-in kind they are like) whose data and supernet are small enough for a
+# population of a whole size-seed group: Boston's 500 size-seed searches took 192 s in
+# populations of 125 against 249 s in populations of 25 (BENCHMARKS.md, 2026-12-01).
+SMALL_DATA_MAX_MEMBERS = {"boston": 125}
+
+
+def max_members(dataset: str) -> int:
+    """The most members of one population of ``dataset``'s searches."""
+    return SMALL_DATA_MAX_MEMBERS.get(datasets.like(dataset), MAX_MEMBERS)
 
 
 def eligible(cfg: Config) -> bool:
@@ -52,7 +61,7 @@ def eligible(cfg: Config) -> bool:
 def groups(configs: Iterable[Config], results: store.ResultsStore, *, recompute: bool = False,
            parts: int = 1) -> list[list[Config]]:
     """The eligible, unfinished configs (all, with ``recompute``) grouped by every field but
-    seed and lambda, cut into groups of at most ``MAX_MEMBERS``, groups of two or more,
+    seed and lambda, cut into groups of at most :func:`max_members`, groups of two or more,
     largest first; while there are fewer groups than ``parts`` (workers), the largest is cut
     in two."""
     by_key: dict[str, dict[str, Config]] = {}
@@ -62,8 +71,9 @@ def groups(configs: Iterable[Config], results: store.ResultsStore, *, recompute:
         fields = {k: v for k, v in cfg.to_dict().items() if k not in FREE}
         by_key.setdefault(json.dumps(fields, sort_keys=True, default=str), {})[
             store.config_hash(cfg.to_dict())] = cfg
-    cut = [members[i:i + MAX_MEMBERS] for members in (list(m.values()) for m in by_key.values())
-           for i in range(0, len(members), MAX_MEMBERS)]
+    cut = [members[i:i + cap] for members in (list(m.values()) for m in by_key.values())
+           for cap in [max_members(members[0].dataset)]
+           for i in range(0, len(members), cap)]
     out = sorted((g for g in cut if len(g) > 1), key=len, reverse=True)
     while out and len(out) < parts and len(out[0]) >= 4:
         half = math.ceil(len(out[0]) / 2)

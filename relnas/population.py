@@ -9,13 +9,14 @@ tensors (``torch.func``: ``functional_call``, ``grad``) and mapped over the memb
 (optionally under ``torch.compile``)::
 
     outer(state, train, valid, noise) -> state   Adam on theta (+ log A), first or second order
-    inner(state, train, noise) -> state          clipped SGD with momentum on W
+    inner(state, train, noise) -> dNLL/dW        mapped; then clipped SGD with momentum on W,
+                                                 in place on the stacked weights (_sgd)
 
 Between the two, each member's own generator draws its Gamma (``draw``): the same numbers, in the
 same order, that a separate run draws from the global RNG, so that a population of N equals N
 separate runs. The Dirichlet's pathwise gradient (torch's rsample backward, an autograd.Function
 that torch.func cannot run) is rebuilt by a surrogate with the sample's value and the same
-gradient (:func:`dirichlet_surrogate`).
+gradient (:func:`relnas.relaxations.dirichlet_surrogate`).
 """
 from __future__ import annotations
 
@@ -29,21 +30,15 @@ from torch.func import functional_call, grad, vmap
 from relnas.bilevel import _check_options
 from relnas.prior import WeightPrior
 from relnas.relax import Architecture, _straight_through
-from relnas.relaxations import Dirichlet, Gumbel
+from relnas.relaxations import Dirichlet, Gumbel, dirichlet_surrogate
 
 Tree = dict[str, Tensor]
 
 
-def dirichlet_surrogate(x: Tensor, dx: Tensor, beta: Tensor) -> Tensor:
-    """A Dirichlet draw ``x`` of ``Dir(beta)`` as a function of ``beta``: the value ``x`` and
-    torch's rsample gradient ``dbeta_j = dx_j (g_j - sum_k x_k g_k)`` for an upstream ``g``
-    (``dx = torch._dirichlet_grad(x, beta, sum beta)``, computed with the draw)."""
-    s = dx * (beta - beta.detach())  # 0 in value; gradient dx * g in beta
-    return x + s - x * s.sum(-1, keepdim=True)
-
-
 def _norm(tensors) -> Tensor:
-    return torch.sqrt(sum(t.pow(2).sum() for t in tensors))
+    """The 2-norm of all ``tensors`` together, as ``clip_grad_norm_`` takes it: the norm of the
+    per-tensor norms (no squared copy of any tensor)."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
 
 
 class Population:
@@ -76,17 +71,18 @@ class Population:
         self.precision_lr, self.learned = precision_lr, prior.learned
         self.order, self.hvp, self.xi, self.hard, self.fd_eps = order, hvp, xi, hard, fd_eps
         self.keys = [b.key for b in arch._buckets]
-        # the weight prior's groups as one segment sum: parameter names in group order, the
-        # group of every element, the elements per group
+        # the weight prior's groups: parameter names in group order, the group of each name,
+        # the elements per group (squared norms per tensor, then summed per group: no pass
+        # over a concatenated copy of every weight)
         params = dict(net.named_parameters())
         self._names = [n for names in prior.groups.values() for n in names]
+        self._group_of = {n: g for g, names in enumerate(prior.groups.values()) for n in names}
         counts = [sum(params[n].numel() for n in names) for names in prior.groups.values()]
         ref = next(iter(params.values()))
-        self._segment = torch.repeat_interleave(torch.arange(len(counts), device=ref.device),
-                                                torch.tensor(counts, device=ref.device))
+        self._segment = torch.tensor([self._group_of[n] for n in self._names], device=ref.device)
         self._sizes = torch.tensor(counts, dtype=ref.dtype, device=ref.device)
         self._outer = vmap(self._outer_member, in_dims=(0, 0, 0, 0, 0, 0, None, None))
-        self._inner = vmap(self._inner_member, in_dims=(0, 0, 0, 0, None))
+        self._inner = vmap(self._inner_member, in_dims=(0, 0, 0, None))
         if compile:
             self._warm_caches()
             # Every population is one more compiled variant of the same two functions; past
@@ -98,12 +94,10 @@ class Population:
     def _warm_caches(self) -> None:
         """One eager forward, so that tensors the net caches on first use (MixedEdge's column
         index) are made outside the compiled transforms (inside they would leak a wrapper)."""
-        spec = self.net.arch_spec()
-        weights = {k: torch.ones(s.n_edges, s.n_ops) for k, s in spec.items()}
         ref = next(self.net.parameters())
+        weights = {k: ref.new_ones(s.n_edges, s.n_ops) for k, s in self.net.arch_spec().items()}
         with torch.no_grad():
-            self.net(ref.new_zeros(1, self.net.in_dim),
-                     {k: w.to(ref) for k, w in weights.items()})
+            self.net(ref.new_zeros(1, self.net.in_dim), weights)
 
     # --- state ---------------------------------------------------------------------------
     def stack(self, nets: Sequence[nn.Module], archs: Sequence[Architecture],
@@ -139,7 +133,8 @@ class Population:
         """One outer then one inner step of every member; ``train`` / ``valid``: ``(x, y)``
         with a leading member dimension; ``lam``, ``lr`` (the inner SGD learning rate, also
         xi when ``xi`` is None): ``(P,)``. Returns the new state and ``(P,)`` stats named as
-        BilevelOptimizer's, device tensors (read them once per epoch)."""
+        BilevelOptimizer's, device tensors (read them once per epoch). The weights and
+        momenta of ``state`` are updated in place (the new state holds the same tensors)."""
         ref = state["log_a"]
         tau = torch.tensor(temperature, dtype=ref.dtype, device=ref.device)
         xi = lr if self.xi is None else torch.full_like(lr, self.xi)
@@ -152,7 +147,8 @@ class Population:
         noise = self.draw(tensors["theta"], generators, tau)
         tensors, stats = self._outer(tensors, train, valid, noise, lam, xi, tau, bias)
         noise = self.draw(tensors["theta"], generators, tau)
-        tensors, more = self._inner(tensors, train, noise, lr, tau)
+        grads, more = self._inner(tensors, train, noise, tau)
+        more["grad_norm"] = self._sgd(tensors, grads, lr)
         return {**tensors, "t": t}, {**stats, **more}
 
     def draw(self, theta: Tree, generators: Sequence[torch.Generator],
@@ -202,13 +198,21 @@ class Population:
         return self.loss_fn(functional_call(self.net, w, (batch[0], gamma), tie_weights=False),
                             batch[1])
 
+    def _penalty(self, w: Tree, log_a: Tensor) -> Tensor:
+        """The weight prior per training sample, ``-log p(W | A) / n_train``."""
+        sq = torch.stack([torch.linalg.vector_norm(w[n]).square() for n in self._names])
+        sq = log_a.new_zeros(log_a.shape).index_add(0, self._segment, sq.to(log_a.dtype))
+        return (0.5 * log_a.exp() * sq - 0.5 * self._sizes * log_a).sum() / self.n_train
+
     def _train_loss(self, w: Tree, gamma: Tree, log_a: Tensor, batch) -> tuple[Tensor, tuple]:
         """``L = nll + penalty / n_train`` (the weight prior per training sample)."""
         nll = self._nll(w, gamma, batch)
-        flat = torch.cat([w[n].reshape(-1) for n in self._names])
-        sq = log_a.new_zeros(log_a.shape).index_add(0, self._segment, flat.square())
-        penalty = (0.5 * log_a.exp() * sq - 0.5 * self._sizes * log_a).sum() / self.n_train
+        penalty = self._penalty(w, log_a)
         return nll + penalty, (nll, penalty)
+
+    def _nll_grad(self, w: Tree, gamma: Tree, batch) -> tuple[Tree, Tensor]:
+        """``dNLL/dW`` and the NLL (the prior's gradient is added in closed form)."""
+        return grad(lambda ww: (self._nll(ww, gamma, batch),) * 2, has_aux=True)(w)
 
     def _outer_member(self, s, train, valid, noise, lam, xi, tau, bias):
         theta, w, log_a = s["theta"], s["w"], s["log_a"]
@@ -242,8 +246,8 @@ class Population:
         with torch.no_grad():
             gamma, _ = self._sample(theta, noise, tau)
         gamma = {k: g.detach() for k, g in gamma.items()}
-        step = grad(lambda ww: self._train_loss(ww, gamma, log_a, train)[0])(w)
-        unrolled = {n: w[n] - xi * step[n] for n in w}
+        g, a = self._nll_grad(w, gamma, train)[0], log_a.exp() / self.n_train  # dL/dW
+        unrolled = {n: w[n] - xi * torch.addcmul(g[n], w[n], a[self._group_of[n]]) for n in w}
         (v, d_direct), nll = grad(lambda ww, gg: (self._nll(ww, gg, valid),) * 2,
                                   argnums=(0, 1), has_aux=True)(unrolled, gamma)
 
@@ -286,15 +290,28 @@ class Population:
             new[k] = p - (lr / bias[0]) * m2[k] / (v2[k].sqrt() / bias[1] + 1e-8)
         return new, m2, v2
 
-    def _inner_member(self, s, train, noise, lr, tau):
+    def _inner_member(self, s, train, noise, tau):
+        """One member's ``dNLL/dW`` on ``train`` at a fresh draw, and its numbers."""
         with torch.no_grad():
             gamma, _ = self._sample(s["theta"], noise, tau)
         gamma = {k: g.detach() for k, g in gamma.items()}
-        grads, (nll, penalty) = grad(lambda ww: self._train_loss(ww, gamma, s["log_a"], train),
-                                     has_aux=True)(s["w"])
-        norm = _norm(grads.values())
-        coef = (self.clip / (norm + 1e-6)).clamp(max=1.0)
-        mom = {n: self.momentum * s["mom"][n] + coef * grads[n] for n in grads}
-        w = {n: s["w"][n] - lr * mom[n] for n in grads}
-        return {**s, "w": w, "mom": mom}, {"loss_train": nll, "penalty": penalty,
-                                           "grad_norm": norm}
+        grads, nll = self._nll_grad(s["w"], gamma, train)
+        return grads, {"loss_train": nll, "penalty": self._penalty(s["w"], s["log_a"])}
+
+    def _sgd(self, s: dict, grads: Tree, lr: Tensor) -> Tensor:
+        """The inner step of every member, in place on ``s["w"]``, ``s["mom"]`` (each pass over
+        the stacked weights costs memory traffic): ``grads`` (``dNLL/dW``, overwritten) plus
+        the prior's ``A_g W / n_train``, clipped, into SGD with momentum. Returns the norms
+        before clipping, ``(P,)``."""
+        coef = s["log_a"].exp() / self.n_train  # (P, G)
+        shape = lambda t: (t.shape[0],) + (1,) * (t.dim() - 1)  # noqa: E731
+        norms = []
+        for n, g in grads.items():
+            g.addcmul_(s["w"][n], coef[:, self._group_of[n]].view(shape(g)))
+            norms.append(torch.linalg.vector_norm(g.flatten(1), dim=1))
+        norm = torch.linalg.vector_norm(torch.stack(norms, 1), dim=1)
+        clip = (self.clip / (norm + 1e-6)).clamp(max=1.0)
+        for n, g in grads.items():
+            s["mom"][n].mul_(self.momentum).addcmul_(g, clip.view(shape(g)))
+            s["w"][n].addcmul_(s["mom"][n], lr.view(shape(g)), value=-1.0)
+        return norm

@@ -183,6 +183,14 @@ class Gumbel(Relaxation):
         return -(log_p - latent.sum(-1)).sum()
 
 
+def dirichlet_surrogate(x: Tensor, dx: Tensor, beta: Tensor) -> Tensor:
+    """A Dirichlet draw ``x`` of ``Dir(beta)`` as a function of ``beta``: the value ``x`` and
+    torch's rsample gradient ``dbeta_j = dx_j (g_j - sum_k x_k g_k)`` for an upstream ``g``
+    (``dx = torch._dirichlet_grad(x, beta, sum beta)``, computed with the draw)."""
+    s = dx * (beta - beta.detach())  # 0 in value; gradient dx * g in beta
+    return x + s - x * s.sum(-1, keepdim=True)
+
+
 class Dirichlet(Relaxation):
     """Dirichlet relaxation (DrNAS, Chen et al. 2021): ``gamma ~ Dir(beta)`` by pathwise rsample.
 

@@ -3,6 +3,7 @@ use of it against the searches run one by one."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -13,10 +14,11 @@ from relnas import popsearch, search
 from relnas.bilevel import BilevelOptimizer
 from relnas.config import ConfigError, make_config
 from relnas.plans import run_all, run_experiment
-from relnas.population import Population, dirichlet_surrogate
+from relnas.population import Population
 from relnas.prior import WeightPrior
 from relnas.profiles import PROFILES
 from relnas.relax import Architecture, make_relaxation
+from relnas.relaxations import dirichlet_surrogate
 from relnas.space import MLPSupernet
 from relnas.store import ResultsStore, read_csv
 
@@ -154,10 +156,14 @@ def isolated(monkeypatch, data_dir):
     monkeypatch.setenv("RELNAS_DATA", str(data_dir))
 
 
-def test_plan_searches_as_populations_equal_the_runs_one_by_one(tmp_path, isolated):
+def test_plan_searches_as_populations_equal_the_runs_one_by_one(tmp_path, isolated,
+                                                                monkeypatch):
     configs = [boston(s, lam) for s in (0, 1) for lam in (0.0, 1.0)] + [boston(0, 0.0, order=2)]
     assert [len(g) for g in popsearch.groups(configs, ResultsStore(tmp_path / "a"))] == [4]
     many = [boston(s, lam) for s in range(12) for lam in (0.0, 1.0, 10.0, 100.0, 0.1)]
+    assert popsearch.max_members("boston") >= 60 > popsearch.max_members("mnist")
+    assert [len(g) for g in popsearch.groups(many, ResultsStore(tmp_path / "a"))] == [60]
+    monkeypatch.setattr(popsearch, "SMALL_DATA_MAX_MEMBERS", {})  # Boston cut as MNIST is
     assert [len(g) for g in popsearch.groups(many, ResultsStore(tmp_path / "a"))] \
         == [popsearch.MAX_MEMBERS, popsearch.MAX_MEMBERS, 10]
     together = run_all(configs, results_dir=tmp_path / "a", population="eager")
@@ -173,10 +179,12 @@ def test_plan_searches_as_populations_equal_the_runs_one_by_one(tmp_path, isolat
         rows = [[r for r in read_csv(f"{d}/history.csv") if r["phase"] == "search"]
                 for d in (a, b)]
         assert len(rows[0]) == 3
+        # the search's evaluation at its mean structure: after the last epoch only
+        assert [math.isfinite(float(r["valid_loss"])) for r in rows[0]] == [False, False, True]
         for key in ("loss_valid", "loss_train", "valid_loss", "entropy"):
             torch.testing.assert_close(torch.tensor([float(r[key]) for r in rows[0]]),
                                        torch.tensor([float(r[key]) for r in rows[1]]),
-                                       rtol=1e-4, atol=1e-6)
+                                       rtol=1e-4, atol=1e-6, equal_nan=key == "valid_loss")
         assert json.loads(open(f"{a}/config.json").read()) == \
             json.loads(open(f"{b}/config.json").read())  # the same store, one folder a run
 
