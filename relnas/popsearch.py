@@ -1,8 +1,9 @@
 """A plan's MLP searches as populations (``relnas.population``): group, search, hand over.
 
-The searches of a plan that differ only in seed and lambda share one population step. After
-every epoch the population writes each member's search checkpoint in the very format of a single
-run (``relnas.search``) into the member's run folder; when the plan then runs each config
+The searches of a plan that differ only in seed and lambda share one population step. After an
+epoch (at most every ``SAVE_RATIO`` times the seconds the last one took, and after the last) the
+population writes each member's search checkpoint in the very format of a single run
+(``relnas.search``) into the member's run folder; when the plan then runs each config
 (``relnas.experiment.run``), its search resumes from that checkpoint at the last epoch and goes
 on to derive and retrain. So the results store is unchanged (one folder per config), a stopped
 population resumes (as a population, or run by run), and a member whose numbers turn non-finite
@@ -35,6 +36,11 @@ from relnas.relax import temperature
 from relnas.train import Task
 
 MODES = ("off", "eager", "compiled")  # how a plan runs its MLP searches (plans.run_all)
+# A population checkpoints all its members together, at most every SAVE_RATIO times the
+# seconds its last checkpoint took (and every checkpoint interval), and after its last epoch:
+# every epoch (interval 0) cost a Boston population of 125 42 % of its time, MNIST's of 25 13 %
+# (2026-12-07, BENCHMARKS.md). A stopped population loses at most that much more work.
+SAVE_RATIO = 10.0
 FREE = ("seed", "lam")  # the fields in which the members of one population may differ
 # The most members of one population: the plans' populations of 5 seeds x 5 lambdas. With
 # claim 1's size seeds a group has 125 members; an MNIST population of 125 held 12 GB in one
@@ -187,9 +193,12 @@ def _stack(pop: Population, members: Sequence[_Member]) -> dict:
     return state
 
 
-def _hand_over(state: dict, i: int, m: _Member) -> None:
-    """Member ``i`` of ``state`` back into its single-run modules and optimizer states."""
-    Population.member(state, i, m.parts.net, m.parts.arch, m.parts.prior)
+def _hand_over(state: dict, i: int, m: _Member, everything: bool = True) -> None:
+    """Member ``i`` of ``state`` back into its single-run modules and optimizer states; not
+    ``everything``: its structure and log A only (what an epoch's end reads, checkpoint aside)."""
+    Population.member(state, i, m.parts.net, m.parts.arch, m.parts.prior, weights=everything)
+    if not everything:
+        return
     sgd, adam = m.parts.opt.w_optimizer.state, m.parts.opt.arch_optimizer.state
     for n, p in m.parts.net.named_parameters():
         sgd[p] = {"momentum_buffer": state["mom"][n][i].clone()}
@@ -204,6 +213,7 @@ def _run(members: list[_Member], mode: str, progress: bool) -> list[str]:
     state = _stack(pop, members)
     cfg = members[0].cfg
     epochs = range(members[0].phase.epoch, cfg.epochs)
+    interval, saved_at, cost = members[0].phase.interval, time.perf_counter(), 0.0
     if progress:
         from tqdm.auto import tqdm
         epochs = tqdm(epochs, desc=f"population of {len(members)}", leave=False)
@@ -227,15 +237,20 @@ def _run(members: list[_Member], mode: str, progress: bool) -> list[str]:
         seconds = time.perf_counter() - start
         keep = [i for i in range(len(members))
                 if all(math.isfinite(means[k][i]) for k in means)]
+        ended = time.perf_counter()
+        due = epoch + 1 == cfg.epochs or ended - saved_at >= max(interval, SAVE_RATIO * cost)
         for i in keep:
             m = members[i]
-            _hand_over(state, i, m)
+            _hand_over(state, i, m, everything=due)
             runtime.set_rng_state(m.rng_state())  # what the checkpoint stores
             with warnings.catch_warnings():  # its weights were stepped here, not by w_optimizer
                 warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler"))
                 search.end_epoch(m.cfg, m.task, m.phase, m.parts, epoch, tau,
                                  {k: means[k][i] for k in means},
-                                 time.perf_counter() - seconds / len(members))
+                                 time.perf_counter() - seconds / len(members), save=due)
+        if due:
+            saved_at = time.perf_counter()
+            cost = saved_at - ended
         if len(keep) < len(members):  # non-finite: those members stop at their last epoch
             members = [members[i] for i in keep]
             if not members:

@@ -117,10 +117,11 @@ class Population:
 
     @staticmethod
     def member(state: dict, i: int, net: nn.Module, arch: Architecture,
-               prior: WeightPrior) -> None:
-        """Copy member ``i``'s weights, structure and log A into single-run modules."""
+               prior: WeightPrior, weights: bool = True) -> None:
+        """Copy member ``i``'s weights (unless not ``weights``), structure and log A into
+        single-run modules."""
         with torch.no_grad():
-            for n, p in net.named_parameters():
+            for n, p in net.named_parameters() if weights else ():
                 p.copy_(state["w"][n][i])
             for k, t in state["theta"].items():
                 arch.theta[k].copy_(t[i])

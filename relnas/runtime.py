@@ -175,10 +175,14 @@ class Phase:
         self.elapsed, self.extra = state["elapsed"], state.get("extra", {})
         return True
 
-    def save(self, modules: dict[str, Any], *, last: bool = False) -> None:
-        """Checkpoint after an epoch: every epoch (``interval`` 0), else when ``interval``
-        seconds have passed since the last save, and always after the last epoch."""
-        if not last and time.monotonic() - self._saved_at < self.interval:
+    def save(self, modules: dict[str, Any], *, last: bool = False,
+             due: bool | None = None) -> None:
+        """Checkpoint after an epoch: when ``due`` (a caller's own schedule: a population's),
+        else every epoch (``interval`` 0) or when ``interval`` seconds have passed since the
+        last save; always after the last epoch."""
+        if due is None:
+            due = time.monotonic() - self._saved_at >= self.interval
+        if not (last or due):
             return
         self._saved_at = time.monotonic()
         save_checkpoint(self.path, {
@@ -194,16 +198,17 @@ class Phase:
         return tqdm(rng, desc=self.tag, initial=self.epoch, total=total, leave=False)
 
     def end_epoch(self, row: dict[str, Any], times: tuple[float, float, float], total: int,
-                  modules: dict[str, Any]) -> None:
+                  modules: dict[str, Any], *, save: bool | None = None) -> None:
         """Book the epoch just finished: ``times`` = (start, end of training, end of
         validation) by ``time.perf_counter``; appends ``{"phase", "epoch", **row, "train_s",
-        "eval_s"}`` to the history, adds the seconds and checkpoints (``save``)."""
+        "eval_s"}`` to the history, adds the seconds and checkpoints (:meth:`save`, ``due``
+        = ``save``)."""
         start, trained, end = times
         self.elapsed += end - start
         self.epoch += 1
         self.history.append({"phase": self.tag, "epoch": self.epoch, **row,
                              **dict(zip(EPOCH_TIMES, (trained - start, end - trained)))})
-        self.save(modules, last=self.epoch == total)
+        self.save(modules, last=self.epoch == total, due=save)
 
 
 def worker_pool(workers: int):

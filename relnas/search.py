@@ -176,12 +176,13 @@ def begin(phase: Phase, parts: Parts) -> None:
 
 
 def end_epoch(cfg: Config, task: Task, phase: Phase, parts: Parts, epoch: int, tau: float,
-              stats: dict[str, float], start: float) -> None:
+              stats: dict[str, float], start: float, save: bool | None = None) -> None:
     """After the steps of ``epoch`` (begun at ``start``, by ``time.perf_counter``): the
     schedule, after the last epoch the evaluation at the mean structure on the search's
     validation images (its ``search_subset``, the outer problem's data; the history's
     ``valid_loss``, NaN before the last epoch), the evidence update of A
-    (``precision_update="evidence"``), the history row and the checkpoint. The evaluation is a
+    (``precision_update="evidence"``), the history row and the checkpoint (``save``: as
+    :meth:`relnas.runtime.Phase.end_epoch`). The evaluation is a
     diagnostic that no table reads: every epoch, it cost an MNIST population of 25 searches
     about 15 % of its time (2026-12-07; all 10,000 validation images, until 2026-12-02, a
     quarter); the steps' own validation loss (``loss_valid``) is in every row."""
@@ -205,7 +206,7 @@ def end_epoch(cfg: Config, task: Task, phase: Phase, parts: Parts, epoch: int, t
     phase.extra["trajectory"].append(edge_weights(arch))
     phase.end_epoch({"tau": tau, "lr": parts.sched.get_last_lr()[0], **stats,
                      "valid_loss": evaluation["loss"], **_collapse_row(arch)},
-                    (start, trained, time.perf_counter()), cfg.epochs, parts.modules)
+                    (start, trained, time.perf_counter()), cfg.epochs, parts.modules, save=save)
 
 
 def _step(opt: BilevelOptimizer, cfg: Config, device: torch.device, pair, tau: float):

@@ -196,8 +196,8 @@ def test_a_stopped_population_resumes_where_it_stopped(tmp_path, isolated, monke
     ends = []
     real_end = search.end_epoch
 
-    def stop_after_the_first(cfg, task, phase, *args):
-        real_end(cfg, task, phase, *args)
+    def stop_after_the_first(cfg, task, phase, *args, **kw):
+        real_end(cfg, task, phase, *args, **kw)
         ends.append(cfg.seed)
         if len(ends) == 1:
             raise KeyboardInterrupt  # member 0 checkpointed at epoch 1, member 1 at none
@@ -213,6 +213,25 @@ def test_a_stopped_population_resumes_where_it_stopped(tmp_path, isolated, monke
         for key, tensor in a["modules"]["arch"].items():
             torch.testing.assert_close(b["modules"]["arch"][key], tensor, rtol=1e-5, atol=1e-7)
         assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_a_population_checkpoints_on_its_own_schedule(tmp_path, isolated, monkeypatch):
+    """Interval 0 means every epoch for a single run; a population writes all its members
+    after its first epoch, then when SAVE_RATIO times that write's seconds have passed, and
+    after the last epoch: with a huge ratio, epochs 1 and 3 of 3."""
+    written = []
+    real_save = search.Phase.save
+
+    def save(phase, modules, *, last=False, due=None):
+        if last or due or (due is None and phase.interval == 0):
+            written.append((phase.path.parent.name, phase.epoch))
+        real_save(phase, modules, last=last, due=due)
+    monkeypatch.setattr(search.Phase, "save", save)
+    monkeypatch.setattr(popsearch, "SAVE_RATIO", 1e9)
+    configs = [boston(s, 1.0) for s in (0, 1)]
+    assert len(popsearch.search_population(configs, tmp_path, checkpoint_interval=0.0)) == 2
+    assert sorted(epoch for _, epoch in written) == [1, 1, 3, 3]
+    assert len({folder for folder, _ in written}) == 2
 
 
 def test_the_population_mode_is_checked_before_any_compute(tmp_path):
