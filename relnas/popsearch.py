@@ -37,7 +37,8 @@ from relnas.train import Task
 
 MODES = ("off", "eager", "compiled")  # how a plan runs its MLP searches (plans.run_all)
 # A population checkpoints all its members together, at most every SAVE_RATIO times the
-# seconds its last checkpoint took (and every checkpoint interval), and after its last epoch:
+# seconds its last checkpoint took and no more often than the checkpoint interval (interval 0:
+# after its first epoch, which costs nothing yet), and always after its last epoch:
 # every epoch (interval 0) cost a Boston population of 125 42 % of its time, MNIST's of 25 13 %
 # (2026-12-07, BENCHMARKS.md). A stopped population loses at most that much more work.
 SAVE_RATIO = 10.0
