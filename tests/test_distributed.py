@@ -99,8 +99,8 @@ def test_command_line_under_torchrun_resumes_and_stores_once(tmp_path, monkeypat
     reference = run(cfg, results_dir=tmp_path / "one")
     save = runtime.Phase.save
 
-    def stop_after_first_epoch(self, modules, *, last=False):
-        save(self, modules, last=last)
+    def stop_after_first_epoch(self, modules, **kw):
+        save(self, modules, **kw)
         raise KeyboardInterrupt("stopped after one epoch")
     monkeypatch.setattr(runtime.Phase, "save", stop_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
