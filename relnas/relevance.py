@@ -23,7 +23,6 @@ retrain flag and fraction), so the notebooks recompute nothing on a second run.
 """
 from __future__ import annotations
 
-import copy
 import re
 import tempfile
 from pathlib import Path
@@ -32,12 +31,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from relnas import data as rdata
-from relnas import fast, runtime, store, train
+from relnas import masking, runtime, store, train
 from relnas.config import Config, ConfigError, make_config
 from relnas.runtime import worker_pool
 from relnas.search import run_search
-from relnas.train import epoch_generator
 
 ORDERS = ("mass", "precision", "magnitude", "random")
 FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.95)
@@ -116,37 +113,6 @@ def removed_at(ranked: Sequence[dict[str, Any]], fraction: float) -> list[dict[s
     return out
 
 
-def _masked(net: nn.Module, mean: dict[str, torch.Tensor], removed: Sequence[dict[str, Any]]):
-    """A copy of ``net`` with the removed groups' weights zeroed, and the structure weights with
-    their entries zeroed (the removed ops contribute nothing)."""
-    net = copy.deepcopy(net)
-    weights = {k: w.clone() for k, w in mean.items()}
-    params = dict(net.named_parameters())
-    with torch.no_grad():
-        for r in removed:
-            weights[r["kind"]][r["edge"], r["op"]] = 0.0
-            for m in r["members"]:
-                params[m].zero_()
-    return net, weights
-
-
-def _retrain(net: nn.Module, weights, cfg: Config, task: train.Task, epochs: int) -> None:
-    """Train the remaining weights with the structure fixed (removed ops have weight 0, so their
-    parameters get no gradient and stay 0)."""
-    x, y = task.search_split("train")
-    opt = fast.optimizer("sgd", net.parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum,
-                         weight_decay=cfg.weight_decay)
-    net.train()
-    for epoch in range(epochs):
-        for xb, yb in rdata.batches(x, y, cfg.batch_size, shuffle=True,
-                                    generator=epoch_generator(cfg.seed, epoch, 7)):
-            opt.zero_grad()
-            task.loss_fn(net(task.inputs(xb), weights), yb).backward()
-            nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-    net.eval()
-
-
 def compute_curve(cfg: Config, *, orders: Sequence[str] = ORDERS,
                   fractions: Sequence[float] = FRACTIONS, retrain_epochs: int = 5,
                   repeats: int = 3, test_subset: int = 0) -> list[dict[str, Any]]:
@@ -167,11 +133,11 @@ def compute_curve(cfg: Config, *, orders: Sequence[str] = ORDERS,
         mean = {k: w.detach() for k, w in done.arch.mean().items()}
     rows = groups(done.net, mean, done.prior.precisions())
     generator = torch.Generator().manual_seed(cfg.seed)
-    out = []
     # a point depends only on the set removed (every retrain starts from the same seed), and
     # orders and fractions often remove the same set (nothing at 0, the same large groups):
-    # each set is evaluated once
-    points: dict[frozenset[str], tuple[float, float]] = {}
+    # each set is evaluated once, all of them together (``points``)
+    sets: dict[frozenset[str], list[dict[str, Any]]] = {}
+    planned = []
     for kind in orders:
         for repeat in range(repeats if kind == "random" else 1):
             ranked = order(rows, kind, generator)
@@ -179,14 +145,37 @@ def compute_curve(cfg: Config, *, orders: Sequence[str] = ORDERS,
                 removed = removed_at(ranked, fraction)
                 share = sum(r["params"] for r in removed) / sum(r["params"] for r in rows)
                 key = frozenset(r["group"] for r in removed)
-                if key not in points:
-                    points[key] = point(done.net, mean, removed, cfg, task, retrain_epochs,
-                                        test_subset)
-                for retrain, metric in zip((False, True), points[key]):
-                    out.append({"order": kind, "repeat": repeat, "retrain": retrain,
-                                "fraction": fraction, "removed_fraction": share,
-                                "test_metric": metric, "metric": task.metric})
-    return out
+                sets.setdefault(key, removed)
+                planned.append((kind, repeat, fraction, share, key))
+    values = dict(zip(sets, points(done.net, mean, list(sets.values()), cfg, task,
+                                   retrain_epochs, test_subset)))
+    return [{"order": kind, "repeat": repeat, "retrain": retrain, "fraction": fraction,
+             "removed_fraction": share, "test_metric": metric, "metric": task.metric}
+            for kind, repeat, fraction, share, key in planned
+            for retrain, metric in zip((False, True), values[key])]
+
+
+def points(net: nn.Module, mean: dict[str, torch.Tensor],
+           removed_sets: Sequence[Sequence[dict[str, Any]]], cfg: Config, task: train.Task,
+           retrain_epochs: int, test_subset: int = 0) -> list[tuple[float, float]]:
+    """:func:`point` of each of ``removed_sets``; the retrains of an MLP supernet's points
+    stepped together (``relnas.masking.retrain_together``: the same steps, up to rounding)."""
+    if not masking.together(net, len(removed_sets)):
+        return [point(net, mean, removed, cfg, task, retrain_epochs, test_subset)
+                for removed in removed_sets]
+    pairs = [masking.masked(net, mean, removed) for removed in removed_sets]
+    before = [_test(n, w, task, test_subset) for n, w in pairs]
+    runtime.seed_everything(cfg.seed + 17)
+    masking.retrain_together(pairs, cfg, task, retrain_epochs)
+    return [(b, _test(n, w, task, test_subset)) for b, (n, w) in zip(before, pairs)]
+
+
+def _test(net: nn.Module, weights, task: train.Task, test_subset: int) -> float:
+    """The test metric of ``net`` at structure ``weights`` on the first ``test_subset`` test
+    examples (0: all)."""
+    n = len(task.sets["test"][0])
+    first = torch.arange(min(test_subset, n)) if test_subset else None
+    return task.evaluate(lambda x: net(x, weights), "test", first)[task.metric]
 
 
 def point(net: nn.Module, mean: dict[str, torch.Tensor], removed: Sequence[dict[str, Any]],
@@ -195,13 +184,11 @@ def point(net: nn.Module, mean: dict[str, torch.Tensor], removed: Sequence[dict[
     """The test metric of ``net`` without the ``removed`` groups (on the first ``test_subset``
     test examples, 0: all), before and after the short retrain (seeded by ``cfg.seed``, so the
     same set always gives the same pair)."""
-    net, weights = _masked(net, mean, removed)
-    n = len(task.sets["test"][0])
-    first = torch.arange(min(test_subset, n)) if test_subset else None
-    before = task.evaluate(lambda x: net(x, weights), "test", first)[task.metric]
+    net, weights = masking.masked(net, mean, removed)
+    before = _test(net, weights, task, test_subset)
     runtime.seed_everything(cfg.seed + 17)
-    _retrain(net, weights, cfg, task, retrain_epochs)
-    return before, task.evaluate(lambda x: net(x, weights), "test", first)[task.metric]
+    masking.retrain(net, weights, cfg, task, retrain_epochs)
+    return before, _test(net, weights, task, test_subset)
 
 
 def curve_key(cfg: Config, retrain_epochs: int = 5, repeats: int = 3,

@@ -10,7 +10,6 @@ At the end the mean structure weights are discretized into a ``Genotype``.
 from __future__ import annotations
 
 import math
-
 import time
 from dataclasses import dataclass
 from itertools import cycle

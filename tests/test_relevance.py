@@ -56,7 +56,7 @@ def test_cell_groups_span_every_cell_of_a_kind_and_removing_one_drops_its_op():
     x = torch.randn(2, 3, 16, 16)
     dropped = {k: w.clone() for k, w in mean.items()}
     dropped["reduce"][sep["edge"], sep["op"]] = 0.0
-    masked, weights = relevance._masked(net, mean, [sep])
+    masked, weights = relevance.masking.masked(net, mean, [sep])
     with torch.no_grad():
         torch.testing.assert_close(masked(x, weights), net(x, dropped))
         assert not torch.allclose(net(x, dropped), net(x, mean), atol=1e-4)  # the op mattered
@@ -150,26 +150,28 @@ def test_each_removed_set_is_evaluated_once_and_equals_a_fresh_point(monkeypatch
                                 relaxation="gumbel", simplex="vertex", lam=1.0,
                                 learned_precision=True, precision_update="evidence",
                                 batch_size=304)
-    seen, real = [], relevance.point
+    seen, real = [], relevance.points
 
-    def spy(net, mean, removed, *args):
-        value = real(net, mean, removed, *args)
-        seen.append((frozenset(r["group"] for r in removed), value, (net, mean, removed, *args)))
-        return value
+    def spy(net, mean, removed_sets, *args):
+        values = real(net, mean, removed_sets, *args)
+        seen.extend((frozenset(r["group"] for r in removed), value, (net, mean, removed, *args))
+                    for removed, value in zip(removed_sets, values))
+        return values
 
-    monkeypatch.setattr(relevance, "point", spy)
+    monkeypatch.setattr(relevance, "points", spy)
     rows = pd.DataFrame(relevance.compute_curve(cfg, retrain_epochs=1, repeats=2))
     sets = [s[0] for s in seen]
     assert len(sets) == len(set(sets)) < len(rows) // 2  # shared: fewer points than rows
     # the fraction-0 point (nothing removed) is one for every order and repeat
     start = rows[rows["fraction"] == 0.0]
     assert len(start) == 2 * 5 and start.groupby("retrain")["test_metric"].nunique().eq(1).all()
-    # every row is one of the points, and a point computed again is the same
+    # every row is one of the points, and a point computed again, alone, is the same (its
+    # retrain was stepped together with the others': up to rounding)
     values = {value for _, value, _ in seen}
     pairs = rows["test_metric"].to_numpy().reshape(-1, 2)
     assert {tuple(p) for p in pairs.tolist()} <= values
     for _, value, args in (seen[1], seen[-1]):
-        assert real(*args) == value
+        assert relevance.point(*args) == pytest.approx(value, rel=1e-5)
 
 
 def test_stored_curves_are_read_without_starting_workers(tmp_path, monkeypatch):
@@ -194,3 +196,38 @@ def test_stored_curves_are_read_without_starting_workers(tmp_path, monkeypatch):
     again = relevance.curves(runs, workers=2, **kw)
     pd.testing.assert_frame_equal(first, again)
     assert sorted(again["seed"].unique()) == [0, 1]
+
+
+@pytest.mark.parametrize("clip", [0.05, 100.0])  # every step clipped / none
+def test_points_retrained_together_equal_each_retrained_alone(monkeypatch, clip):
+    """The retrains of an MLP supernet's points as one population (relnas.masking) take the
+    steps each retrain takes alone: clipped SGD with momentum and weight decay, float64."""
+    from relnas import masking, train
+    from relnas.relax import Architecture
+    from relnas.space import MLPSupernet
+    cfg = relevance.make_config(dataset="boston", n_hidden=2, width=4, threads=1,
+                                relaxation="softmax", batch_size=64, grad_clip=clip)
+    task = train.Task(cfg, torch.device("cpu"))
+    task.sets = {k: (x.double(), y.double()) for k, (x, y) in task.sets.items()}
+    torch.manual_seed(0)
+    net = MLPSupernet(13, 1, 2, 4, readout="sum").double().eval()
+    arch = Architecture(net.arch_spec(), init_scale=1.0,
+                        generator=torch.Generator().manual_seed(0)).double()
+    mean = {k: w.detach() for k, w in arch.mean().items()}
+    rows = relevance.groups(net, mean, {})
+    sets = [[], rows[:1], rows[1:4], rows[::2]]
+    alone = [masking.masked(net, mean, removed) for removed in sets]
+    for n, w in alone:
+        masking.retrain(n, w, cfg, task, 2)
+    monkeypatch.setattr(masking, "MAX_TOGETHER", 3)  # two groups: 3 and 1
+    assert masking.together(net, len(sets)) and not masking.together(net, 1)
+    pairs = [masking.masked(net, mean, removed) for removed in sets]
+    masking.retrain_together(pairs, cfg, task, 2)
+    for (a, _), (b, _), removed in zip(alone, pairs, sets):
+        assert not b.training
+        gone = {m for r in removed for m in r["members"]}
+        for (name, p), q in zip(a.named_parameters(), b.parameters()):
+            torch.testing.assert_close(q, p, rtol=1e-10, atol=1e-12)
+            assert (name not in gone) or not q.any()  # a removed group stays 0
+        assert not torch.equal(dict(b.named_parameters())["head.weight"],
+                               dict(net.named_parameters())["head.weight"])  # it trained
