@@ -2,11 +2,13 @@
 alone, against all of a curve's retrains stepped together (``relnas.masking``).
 
     python benchmarks/relevance_points.py [--dataset mnist] [--curve 0] [--threads 1]
+        [--retrain-epochs 0]
 
 The search of the ``--curve``-th stored relevance curve of ``--dataset`` (``results/<dataset>/
 relevance``, the notebook's) is rerun once; its distinct removed sets (as
 ``relnas.relevance.compute_curve`` plans them) are then evaluated both ways, interleaved
-(together, alone, together), at the notebook's options. Prints seconds per way, the ratio, and
+(together, alone, together), at the notebook's options (``--retrain-epochs`` N > 0: N
+epochs instead of the curve's). Prints seconds per way, the ratio, and
 the median and largest difference of the points' test metrics between the two ways (rounding: the
 products are batched differently). Compare within one run only.
 """
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--curve", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--retrain-epochs", type=int, default=0)
     args = parser.parse_args()
     folders = sorted((ROOT / "results" / args.dataset / "relevance").glob("*/config.json"))
     if not folders:
@@ -59,7 +62,8 @@ def main() -> None:
     with torch.no_grad():
         mean = {k: w.detach() for k, w in done.arch.mean().items()}
     sets = removed_sets(relevance.groups(done.net, mean, done.prior.precisions()), cfg, key)
-    options = (cfg, task, key["retrain_epochs"], key.get("test_subset", 0))
+    epochs = args.retrain_epochs or key["retrain_epochs"]
+    options = (cfg, task, epochs, key.get("test_subset", 0))
     real, results, seconds = masking.together, {}, {"together": [], "alone": []}
     for way in ("together", "alone", "together"):
         masking.together = real if way == "together" else (lambda net, copies: False)
@@ -71,7 +75,7 @@ def main() -> None:
                    for a, b in zip(pa, pb))
     print(f"device: {device_name(device)}, torch {torch.__version__}, {args.dataset} curve "
           f"{folders[args.curve].parent.name}: {len(sets)} points, "
-          f"{key['retrain_epochs']} retrain epochs, batch {cfg.batch_size}\n")
+          f"{epochs} retrain epochs, batch {cfg.batch_size}\n")
     print("| way | seconds |\n|---|---|")
     for way, values in seconds.items():
         print(f"| {way} | {min(values):.1f} |")

@@ -93,3 +93,15 @@ def test_strided_pointwise_times_both_and_its_gradient_matches_float64(tmp_path)
     for shape, plain, mine, ratio, errors in rows:
         assert float(plain) > 0 and float(mine) > 0
         assert float(errors.split(" / ")[1]) < 1e-4  # StridedPointwise's gradient is right
+
+
+def test_relevance_points_times_both_ways_on_a_stored_curve(tmp_path):
+    proc = _script("relevance_points.py", "--dataset", "boston", "--retrain-epochs", "1",
+                   tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): float(line.split("|")[2])
+            for line in proc.stdout.splitlines() if line.startswith("| ") and "way" not in line
+            and "---" not in line}
+    assert set(rows) == {"together", "alone"} and all(v > 0 for v in rows.values())
+    largest = float(proc.stdout.rsplit("largest ", 1)[1].split()[0])
+    assert largest < 1e-3  # the same points, up to rounding (RMSE in MEDV units)
