@@ -69,29 +69,41 @@ def together(net: nn.Module, copies: int) -> bool:
     return copies > 1 and not any(True for _ in net.buffers())
 
 
-def retrain_together(pairs: Sequence[tuple[nn.Module, dict]], cfg: Config, task: train.Task,
-                     epochs: int) -> None:
-    """:func:`retrain` of every ``(net, weights)`` in ``pairs`` (copies of one net, see
-    :func:`together`), in groups of at most ``MAX_TOGETHER`` stepped together; the nets'
-    parameters are updated in place."""
-    for start in range(0, len(pairs), MAX_TOGETHER):
-        _retrain_group(pairs[start:start + MAX_TOGETHER], cfg, task, epochs)
+def masked_state(net: nn.Module, mean: dict[str, torch.Tensor],
+                 removed: Sequence[dict[str, Any]]) -> tuple[dict, dict]:
+    """:func:`masked` as tensors, no module copied: ``net``'s parameters by name (copies, the
+    removed groups' zeroed) and the structure weights, for ``functional_call(net, ...)``."""
+    params = {n: p.detach().clone() for n, p in net.named_parameters()}
+    weights = {k: w.clone() for k, w in mean.items()}
+    for r in removed:
+        weights[r["kind"]][r["edge"], r["op"]] = 0.0
+        for m in r["members"]:
+            params[m].zero_()
+    return params, weights
 
 
-def _retrain_group(pairs, cfg: Config, task: train.Task, epochs: int) -> None:
-    base = pairs[0][0]
-    names = [n for n, _ in base.named_parameters()]
-    params = [dict(net.named_parameters()) for net, _ in pairs]
-    w = {n: torch.stack([p[n].detach() for p in params]) for n in names}
-    structure = {k: torch.stack([s[k] for _, s in pairs]) for k in pairs[0][1]}
+def retrain_together(net: nn.Module, states: Sequence[tuple[dict, dict]], cfg: Config,
+                     task: train.Task, epochs: int) -> None:
+    """:func:`retrain` of ``net`` at each of ``states`` (``(parameters, structure weights)``,
+    :func:`masked_state`; see :func:`together`), in groups of at most ``MAX_TOGETHER`` stepped
+    together; the states' parameters are updated in place, ``net``'s are not read."""
+    for start in range(0, len(states), MAX_TOGETHER):
+        _retrain_group(net, states[start:start + MAX_TOGETHER], cfg, task, epochs)
+
+
+def _retrain_group(net: nn.Module, states, cfg: Config, task: train.Task, epochs: int) -> None:
+    names = [n for n, _ in net.named_parameters()]
+    w = {n: torch.stack([p[n] for p, _ in states]) for n in names}
+    structure = {k: torch.stack([s[k] for _, s in states]) for k in states[0][1]}
     mom = {n: torch.zeros_like(t) for n, t in w.items()}
 
     def loss(ww, ss, xb, yb):
-        return task.loss_fn(functional_call(base, ww, (xb, ss)), yb)
+        return task.loss_fn(functional_call(net, ww, (xb, ss)), yb)
 
     grads_of = vmap(grad(loss), in_dims=(0, 0, None, None))
     shape = lambda t: (t.shape[0],) + (1,) * (t.dim() - 1)  # noqa: E731
-    base.train()
+    mode = net.training
+    net.train()
     for xb, yb in _batches(cfg, task, epochs):
         g = grads_of(w, structure, task.inputs(xb), yb)
         # clip_grad_norm_ per copy (the norm of the per-tensor norms), then torch's SGD:
@@ -103,9 +115,7 @@ def _retrain_group(pairs, cfg: Config, task: train.Task, epochs: int) -> None:
             d = g[n].mul_(clip.view(shape(g[n]))).add_(w[n], alpha=cfg.weight_decay)
             mom[n].mul_(cfg.w_momentum).add_(d)
             w[n].add_(mom[n], alpha=-cfg.w_lr)
-    for net, _ in pairs:
-        net.eval()
-    with torch.no_grad():
-        for i, p in enumerate(params):
-            for n in names:
-                p[n].copy_(w[n][i])
+    net.train(mode)
+    for i, (p, _) in enumerate(states):
+        for n in names:
+            p[n].copy_(w[n][i])

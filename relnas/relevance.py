@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from relnas import masking, runtime, store, train
 from relnas.config import Config, ConfigError, make_config
@@ -163,19 +164,23 @@ def points(net: nn.Module, mean: dict[str, torch.Tensor],
     if not masking.together(net, len(removed_sets)):
         return [point(net, mean, removed, cfg, task, retrain_epochs, test_subset)
                 for removed in removed_sets]
-    pairs = [masking.masked(net, mean, removed) for removed in removed_sets]
-    before = [_test(n, w, task, test_subset) for n, w in pairs]
+    states = [masking.masked_state(net, mean, removed) for removed in removed_sets]
+    before = [_test(_at(net, *state), task, test_subset) for state in states]
     runtime.seed_everything(cfg.seed + 17)
-    masking.retrain_together(pairs, cfg, task, retrain_epochs)
-    return [(b, _test(n, w, task, test_subset)) for b, (n, w) in zip(before, pairs)]
+    masking.retrain_together(net, states, cfg, task, retrain_epochs)
+    return [(b, _test(_at(net, *state), task, test_subset)) for b, state in zip(before, states)]
 
 
-def _test(net: nn.Module, weights, task: train.Task, test_subset: int) -> float:
-    """The test metric of ``net`` at structure ``weights`` on the first ``test_subset`` test
-    examples (0: all)."""
+def _at(net: nn.Module, params: dict, weights: dict):
+    """``net``'s forward with ``params`` and structure ``weights``."""
+    return lambda x: functional_call(net, params, (x, weights))
+
+
+def _test(forward, task: train.Task, test_subset: int) -> float:
+    """The test metric of ``forward`` on the first ``test_subset`` test examples (0: all)."""
     n = len(task.sets["test"][0])
     first = torch.arange(min(test_subset, n)) if test_subset else None
-    return task.evaluate(lambda x: net(x, weights), "test", first)[task.metric]
+    return task.evaluate(forward, "test", first)[task.metric]
 
 
 def point(net: nn.Module, mean: dict[str, torch.Tensor], removed: Sequence[dict[str, Any]],
@@ -185,10 +190,10 @@ def point(net: nn.Module, mean: dict[str, torch.Tensor], removed: Sequence[dict[
     test examples, 0: all), before and after the short retrain (seeded by ``cfg.seed``, so the
     same set always gives the same pair)."""
     net, weights = masking.masked(net, mean, removed)
-    before = _test(net, weights, task, test_subset)
+    before = _test(lambda x: net(x, weights), task, test_subset)
     runtime.seed_everything(cfg.seed + 17)
     masking.retrain(net, weights, cfg, task, retrain_epochs)
-    return before, _test(net, weights, task, test_subset)
+    return before, _test(lambda x: net(x, weights), task, test_subset)
 
 
 def curve_key(cfg: Config, retrain_epochs: int = 5, repeats: int = 3,

@@ -221,13 +221,13 @@ def test_points_retrained_together_equal_each_retrained_alone(monkeypatch, clip)
         masking.retrain(n, w, cfg, task, 2)
     monkeypatch.setattr(masking, "MAX_TOGETHER", 3)  # two groups: 3 and 1
     assert masking.together(net, len(sets)) and not masking.together(net, 1)
-    pairs = [masking.masked(net, mean, removed) for removed in sets]
-    masking.retrain_together(pairs, cfg, task, 2)
-    for (a, _), (b, _), removed in zip(alone, pairs, sets):
-        assert not b.training
+    states = [masking.masked_state(net, mean, removed) for removed in sets]
+    masking.retrain_together(net, states, cfg, task, 2)
+    assert not net.training  # its mode as it was
+    for (a, _), (b, _), removed in zip(alone, states, sets):
         gone = {m for r in removed for m in r["members"]}
-        for (name, p), q in zip(a.named_parameters(), b.parameters()):
-            torch.testing.assert_close(q, p, rtol=1e-10, atol=1e-12)
-            assert (name not in gone) or not q.any()  # a removed group stays 0
-        assert not torch.equal(dict(b.named_parameters())["head.weight"],
+        for name, p in a.named_parameters():
+            torch.testing.assert_close(b[name], p, rtol=1e-10, atol=1e-12)
+            assert (name not in gone) or not b[name].any()  # a removed group stays 0
+        assert not torch.equal(b["head.weight"],
                                dict(net.named_parameters())["head.weight"])  # it trained
