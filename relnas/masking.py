@@ -5,8 +5,8 @@ The points of one curve are copies of one searched supernet that differ only in 
 are zeroed, and their retrains draw the same batches (every retrain is seeded alike). For an
 MLP supernet (no buffers) :func:`retrain_together` steps all of them as one population
 (``torch.func``: ``functional_call`` and ``grad`` mapped over the copies, the batch shared):
-the same clipped SGD with momentum and weight decay as :func:`retrain` does for each, one
-product per op for every copy instead of one per copy.
+the same clipped SGD with momentum and weight decay as :func:`retrain` does for each, each
+op's product for all copies at once instead of copy by copy.
 """
 from __future__ import annotations
 
@@ -29,16 +29,27 @@ MAX_TOGETHER = 32
 
 def masked(net: nn.Module, mean: dict[str, torch.Tensor], removed: Sequence[dict[str, Any]]):
     """A copy of ``net`` with the removed groups' weights zeroed, and the structure weights with
-    their entries zeroed (the removed ops contribute nothing)."""
+    their entries zeroed (the removed ops contribute nothing): :func:`masked_state` as a
+    module."""
+    params, weights = masked_state(net, mean, removed)
     net = copy.deepcopy(net)
-    weights = {k: w.clone() for k, w in mean.items()}
-    params = dict(net.named_parameters())
     with torch.no_grad():
-        for r in removed:
-            weights[r["kind"]][r["edge"], r["op"]] = 0.0
-            for m in r["members"]:
-                params[m].zero_()
+        for name, p in net.named_parameters():
+            p.copy_(params[name])
     return net, weights
+
+
+def masked_state(net: nn.Module, mean: dict[str, torch.Tensor],
+                 removed: Sequence[dict[str, Any]]) -> tuple[dict, dict]:
+    """``net``'s parameters by name (copies, the removed groups' zeroed) and the structure
+    weights (the removed entries zeroed), for ``functional_call(net, ...)``."""
+    params = {n: p.detach().clone() for n, p in net.named_parameters()}
+    weights = {k: w.clone() for k, w in mean.items()}
+    for r in removed:
+        weights[r["kind"]][r["edge"], r["op"]] = 0.0
+        for m in r["members"]:
+            params[m].zero_()
+    return params, weights
 
 
 def _batches(cfg: Config, task: train.Task, epochs: int):
@@ -67,19 +78,6 @@ def together(net: nn.Module, copies: int) -> bool:
     than one, and nothing but parameters (a buffer, such as batch norm's statistics, is updated
     in place, which a mapped function cannot do per copy)."""
     return copies > 1 and not any(True for _ in net.buffers())
-
-
-def masked_state(net: nn.Module, mean: dict[str, torch.Tensor],
-                 removed: Sequence[dict[str, Any]]) -> tuple[dict, dict]:
-    """:func:`masked` as tensors, no module copied: ``net``'s parameters by name (copies, the
-    removed groups' zeroed) and the structure weights, for ``functional_call(net, ...)``."""
-    params = {n: p.detach().clone() for n, p in net.named_parameters()}
-    weights = {k: w.clone() for k, w in mean.items()}
-    for r in removed:
-        weights[r["kind"]][r["edge"], r["op"]] = 0.0
-        for m in r["members"]:
-            params[m].zero_()
-    return params, weights
 
 
 def retrain_together(net: nn.Module, states: Sequence[tuple[dict, dict]], cfg: Config,
