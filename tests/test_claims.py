@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -65,6 +66,31 @@ def test_size_trend_is_kendalls_tau_b_with_a_permutation_p_value():
     assert claims.size_trend(lams, [e + 0.0 for e in reversed(falling)])[1] > 0.99  # a rise
     assert all(math.isnan(v) for v in claims.size_trend(lams, [751] * 20))
     assert math.isnan(claims.size_trend([0, 1], [2, 1])[0])
+
+
+def test_size_trend_counts_pairs_as_a_pair_by_pair_count_does():
+    """The table count of concordant minus discordant pairs is the pairwise one: tau and the
+    permutation p-value equal a direct count over every pair, tied pairs included."""
+    def pairwise(lams, sizes, permutations, seed):
+        x, y = np.asarray(lams, float), np.asarray(sizes, float)
+        upper = np.triu(np.ones((len(x), len(x)), bool), 1)
+        sx = np.sign(x[:, None] - x[None, :])[upper]
+
+        def tau(ys):
+            sy = np.sign(ys[..., :, None] - ys[..., None, :])[..., upper]
+            return (sx * sy).sum(-1) / np.sqrt((sx != 0).sum() * (sy != 0).sum(-1))
+        shuffled = np.random.default_rng(seed).permuted(np.tile(y, (permutations, 1)), axis=1)
+        return float(tau(y)), (int((tau(shuffled) <= tau(y) + 1e-12).sum()) + 1) / \
+            (permutations + 1)
+
+    rng = np.random.default_rng(0)
+    for seed in range(30):
+        n = int(rng.integers(3, 40))
+        lams = rng.choice([0.0, 0.1, 1.0, 10.0, 100.0], n)
+        sizes = rng.choice([751, 1451, 2151, 4001], n)
+        if len(set(lams)) > 1 and len(set(sizes)) > 1:
+            assert claims.size_trend(lams, sizes, permutations=200, seed=seed) == \
+                pairwise(lams, sizes, 200, seed)
 
 
 def test_size_claim_gives_the_rank_trend_beside_the_median_rule():
