@@ -16,30 +16,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from relnas import masking, relevance, runtime, store, train
+from relnas import masking, relevance, store
 from relnas.config import make_config
 from relnas.runtime import device_name
-from relnas.search import run_search
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def removed_sets(rows, cfg, key):
-    orders = [o for o in key["orders"] if o != "precision" or cfg.learned_precision]
-    generator, sets = torch.Generator().manual_seed(cfg.seed), {}
-    for kind in orders:
-        for _ in range(key["repeats"] if kind == "random" else 1):
-            ranked = relevance.order(rows, kind, generator)
-            for fraction in key["fractions"]:
-                removed = relevance.removed_at(ranked, fraction)
-                sets.setdefault(frozenset(r["group"] for r in removed), removed)
-    return list(sets.values())
 
 
 def main() -> None:
@@ -54,26 +40,23 @@ def main() -> None:
         sys.exit(f"no stored relevance curve under results/{args.dataset}/relevance")
     key = store.read_json(folders[args.curve])
     cfg = make_config(**{**key["search"], "threads": args.threads})
-    device = runtime.setup(cfg)
-    task = train.Task(cfg, device)
-    with tempfile.TemporaryDirectory() as tmp:
-        done = run_search(cfg, task, device, Path(tmp))
-    done.net.eval()
-    with torch.no_grad():
-        mean = {k: w.detach() for k, w in done.arch.mean().items()}
-    sets = removed_sets(relevance.groups(done.net, mean, done.prior.precisions()), cfg, key)
+    net, mean, rows, task = relevance.searched(cfg)
+    orders = [o for o in key["orders"] if o != "precision" or cfg.learned_precision]
+    sets = list(relevance.removal_plan(rows, orders, key["fractions"], key["repeats"],
+                                       cfg.seed)[0].values())
     epochs = args.retrain_epochs or key["retrain_epochs"]
     options = (cfg, task, epochs, key.get("test_subset", 0))
     real, results, seconds = masking.together, {}, {"together": [], "alone": []}
     for way in ("together", "alone", "together"):
         masking.together = real if way == "together" else (lambda net, copies: False)
         start = time.perf_counter()
-        results[way] = relevance.points(done.net, mean, sets, *options)
+        results[way] = relevance.points(net, mean, sets, *options)
         seconds[way].append(time.perf_counter() - start)
     masking.together = real
     diffs = sorted(abs(a - b) for pa, pb in zip(results["together"], results["alone"])
                    for a, b in zip(pa, pb))
-    print(f"device: {device_name(device)}, torch {torch.__version__}, {args.dataset} curve "
+    print(f"device: {device_name(next(net.parameters()).device)}, torch {torch.__version__}, "
+          f"{args.dataset} curve "
           f"{folders[args.curve].parent.name}: {len(sets)} points, "
           f"{epochs} retrain epochs, batch {cfg.batch_size}\n")
     print("| way | seconds |\n|---|---|")

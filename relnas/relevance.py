@@ -125,6 +125,20 @@ def compute_curve(cfg: Config, *, orders: Sequence[str] = ORDERS,
                           f"method={cfg.method!r}")
     if "precision" in orders and not cfg.learned_precision:
         orders = [o for o in orders if o != "precision"]
+    net, mean, rows, task = searched(cfg)
+    sets, planned = removal_plan(rows, orders, fractions, repeats, cfg.seed)
+    values = dict(zip(sets, points(net, mean, list(sets.values()), cfg, task, retrain_epochs,
+                                   test_subset)))
+    return [{"order": kind, "repeat": repeat, "retrain": retrain, "fraction": fraction,
+             "removed_fraction": share, "test_metric": metric, "metric": task.metric}
+            for kind, repeat, fraction, share, key in planned
+            for retrain, metric in zip((False, True), values[key])]
+
+
+def searched(cfg: Config) -> tuple[nn.Module, dict[str, torch.Tensor], list[dict[str, Any]],
+                                   train.Task]:
+    """``cfg``'s search rerun (its seeds make it deterministic): the supernet (eval mode), its
+    mean structure weights, its (edge, op) groups (:func:`groups`) and the task."""
     device = runtime.setup(cfg)
     task = train.Task(cfg, device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,11 +146,17 @@ def compute_curve(cfg: Config, *, orders: Sequence[str] = ORDERS,
     done.net.eval()
     with torch.no_grad():
         mean = {k: w.detach() for k, w in done.arch.mean().items()}
-    rows = groups(done.net, mean, done.prior.precisions())
-    generator = torch.Generator().manual_seed(cfg.seed)
-    # a point depends only on the set removed (every retrain starts from the same seed), and
-    # orders and fractions often remove the same set (nothing at 0, the same large groups):
-    # each set is evaluated once, all of them together (``points``)
+    return done.net, mean, groups(done.net, mean, done.prior.precisions()), task
+
+
+def removal_plan(rows: Sequence[dict[str, Any]], orders: Sequence[str],
+                 fractions: Sequence[float], repeats: int, seed: int
+                 ) -> tuple[dict[frozenset[str], list[dict[str, Any]]], list[tuple]]:
+    """A curve's removals: ``{set of group names: the groups}`` for each distinct removed set
+    and the curve's ``(order, repeat, fraction, removed share, set)`` in order. A point depends
+    only on the set removed (every retrain starts from the same seed), and orders and fractions
+    often remove the same set (nothing at 0, the same large groups): each is evaluated once."""
+    generator = torch.Generator().manual_seed(seed)
     sets: dict[frozenset[str], list[dict[str, Any]]] = {}
     planned = []
     for kind in orders:
@@ -148,12 +168,7 @@ def compute_curve(cfg: Config, *, orders: Sequence[str] = ORDERS,
                 key = frozenset(r["group"] for r in removed)
                 sets.setdefault(key, removed)
                 planned.append((kind, repeat, fraction, share, key))
-    values = dict(zip(sets, points(done.net, mean, list(sets.values()), cfg, task,
-                                   retrain_epochs, test_subset)))
-    return [{"order": kind, "repeat": repeat, "retrain": retrain, "fraction": fraction,
-             "removed_fraction": share, "test_metric": metric, "metric": task.metric}
-            for kind, repeat, fraction, share, key in planned
-            for retrain, metric in zip((False, True), values[key])]
+    return sets, planned
 
 
 def points(net: nn.Module, mean: dict[str, torch.Tensor],
