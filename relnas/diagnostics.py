@@ -27,8 +27,12 @@ def plot_structure_trajectories(trajectories: Mapping[str, Mapping], kind: str |
     first = next(iter(trajectories.values()))
     kind = kind or next(iter(first["kinds"]))
     edges, op_names = first["kinds"][kind]["edges"], first["kinds"][kind]["op_names"]
-    fig, axes = subplots(len(edges), len(trajectories), sharey=True, sharex="col",
+    # y limits set per axes, not shared: matplotlib walks a shared group on every view-limit
+    # read, and a group of 72 axes took most of this figure's 9 s (the same pixels)
+    fig, axes = subplots(len(edges), len(trajectories), sharex="col",
                          figsize=(2.6 * len(trajectories) + 1.8, 1.0 * len(edges) + 1.0))
+    for ax in axes[:, 1:].flat:
+        ax.label_outer()
     import seaborn as sns
     colors = dict(zip(op_names, sns.color_palette("tab10", len(op_names))))
     for col, (label, traj) in enumerate(trajectories.items()):
@@ -41,11 +45,12 @@ def plot_structure_trajectories(trajectories: Mapping[str, Mapping], kind: str |
                 zero = op in ZERO_OPS
                 ax.plot(epochs, w[:, row, k], label=op, lw=1.2, ls="--" if zero else "-",
                         color="0.5" if zero else colors.get(op))
-            ax.set_ylim(0, 1)
             if col == 0:
                 ax.set_ylabel("{}→{}".format(*edges[row]))
         axes[0, col].set_title(label)
         axes[-1, col].set_xlabel("search epoch")
+    for ax in axes.flat:
+        ax.set_ylim(0, 1)
     fig.suptitle(f"structure weights ({kind})" + ("" if seed is None else f", seed {seed}"))
     legend_right(fig, axes[0, 0])
     return fig

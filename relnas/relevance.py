@@ -17,8 +17,9 @@ share stays below the fraction), the test metric is recorded without retraining 
 ``retrain_epochs`` epochs of training the remaining weights with the structure fixed (a short
 retrain on the search's training split, SGD at the search's inner learning rate).
 
-The search is the stored one's config rerun (the seeds make it deterministic); the curve is
-stored under ``<results>/<dataset>/relevance/<hash>/`` (``history.csv``: one row per order,
+The supernet is the stored search's final state where the run kept it (``searched.pt``, a
+learned-A search's, written by the same code; not in git), else its config rerun (the seeds
+make it deterministic: the same state); the curve is stored under ``<results>/<dataset>/relevance/<hash>/`` (``history.csv``: one row per order,
 retrain flag and fraction), so the notebooks recompute nothing on a second run.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ from torch.func import functional_call
 from relnas import masking, runtime, store, train
 from relnas.config import Config, ConfigError, make_config
 from relnas.runtime import worker_pool
-from relnas.search import run_search
+from relnas.search import SEARCHED, run_search
 
 ORDERS = ("mass", "precision", "magnitude", "random")
 FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.95)
@@ -116,16 +117,17 @@ def removed_at(ranked: Sequence[dict[str, Any]], fraction: float) -> list[dict[s
 
 def compute_curve(cfg: Config, *, orders: Sequence[str] = ORDERS,
                   fractions: Sequence[float] = FRACTIONS, retrain_epochs: int = 5,
-                  repeats: int = 3, test_subset: int = 0) -> list[dict[str, Any]]:
+                  repeats: int = 3, test_subset: int = 0,
+                  kept: Path | None = None) -> list[dict[str, Any]]:
     """Rows ``order, retrain, fraction, removed_fraction, test_metric, metric`` for the searched
     supernet of ``cfg`` (a search; ``precision`` needs ``learned_precision``), tested on the
-    first ``test_subset`` test examples (0: all)."""
+    first ``test_subset`` test examples (0: all); ``kept``: :func:`searched`'s."""
     if cfg.method != "search":
         raise ConfigError(f"relevance curves need a search config (method='search'), got "
                           f"method={cfg.method!r}")
     if "precision" in orders and not cfg.learned_precision:
         orders = [o for o in orders if o != "precision"]
-    net, mean, rows, task = searched(cfg)
+    net, mean, rows, task = searched(cfg, kept)
     sets, planned = removal_plan(rows, orders, fractions, repeats, cfg.seed)
     values = dict(zip(sets, points(net, mean, list(sets.values()), cfg, task, retrain_epochs,
                                    test_subset)))
@@ -135,13 +137,18 @@ def compute_curve(cfg: Config, *, orders: Sequence[str] = ORDERS,
             for retrain, metric in zip((False, True), values[key])]
 
 
-def searched(cfg: Config) -> tuple[nn.Module, dict[str, torch.Tensor], list[dict[str, Any]],
-                                   train.Task]:
+def searched(cfg: Config, kept: Path | None = None
+             ) -> tuple[nn.Module, dict[str, torch.Tensor], list[dict[str, Any]], train.Task]:
     """``cfg``'s search rerun (its seeds make it deterministic): the supernet (eval mode), its
-    mean structure weights, its (edge, op) groups (:func:`groups`) and the task."""
+    mean structure weights, its (edge, op) groups (:func:`groups`) and the task. ``kept``: the
+    run's final search state (``relnas.search.SEARCHED``), read instead of searching again
+    when this code wrote it (the same state: the search is deterministic)."""
     device = runtime.setup(cfg)
     task = train.Task(cfg, device)
     with tempfile.TemporaryDirectory() as tmp:
+        if kept is not None and (state := runtime.read_checkpoint(Path(kept))) is not None \
+                and state.get("code") == runtime.code_version():
+            runtime.save_checkpoint(Path(tmp) / "checkpoint_search.pt", state)
         done = run_search(cfg, task, device, Path(tmp))
     done.net.eval()
     with torch.no_grad():
@@ -221,22 +228,24 @@ def curve_key(cfg: Config, retrain_epochs: int = 5, repeats: int = 3,
 
 
 def curve(cfg: Config | dict, *, results_dir: str | Path | None = None,
-          retrain_epochs: int = 5, repeats: int = 3, test_subset: int = 0) -> dict[str, Any]:
-    """The stored relevance curve of ``cfg``'s search, computed on the first call."""
+          retrain_epochs: int = 5, repeats: int = 3, test_subset: int = 0,
+          kept: Path | None = None) -> dict[str, Any]:
+    """The stored relevance curve of ``cfg``'s search, computed on the first call (``kept``:
+    :func:`searched`'s)."""
     cfg = make_config(**(cfg.to_dict() if isinstance(cfg, Config) else cfg))
     key = curve_key(cfg, retrain_epochs, repeats, test_subset)
     results = store.ResultsStore(results_dir)
 
     def compute(folder: Path):
         rows = compute_curve(cfg, retrain_epochs=retrain_epochs, repeats=repeats,
-                             test_subset=test_subset)
+                             test_subset=test_subset, kept=kept)
         return {"metric": rows[0]["metric"], "points": len(rows)}, rows
 
     return results.run(f"{cfg.dataset}/relevance", key, compute)
 
 
-def _curve_rows(cfg: dict, kw: dict) -> list[dict]:
-    return curve(cfg, **kw)["history"]
+def _curve_rows(cfg: dict, kw: dict, run_dir: str) -> list[dict]:
+    return curve(cfg, **kw, kept=Path(run_dir) / SEARCHED)["history"]
 
 
 def _stored_rows(cfg: dict, kw: dict) -> list[dict] | None:
@@ -273,7 +282,8 @@ def curves(runs, *, results_dir: str | Path | None = None, retrain_epochs: int =
     import pandas as pd
 
     learned = searches(runs)
-    configs = [store.read_json(Path(d) / store.CONFIG) for d in learned["run_dir"]]
+    dirs = list(learned["run_dir"])
+    configs = [store.read_json(Path(d) / store.CONFIG) for d in dirs]
     kw = {"results_dir": results_dir, "retrain_epochs": retrain_epochs, "repeats": repeats,
           "test_subset": test_subset}
     histories = [_stored_rows(cfg, kw) for cfg in configs]  # no pool when all are stored
@@ -281,9 +291,9 @@ def curves(runs, *, results_dir: str | Path | None = None, retrain_epochs: int =
     if workers > 1 and len(missing) > 1:
         with worker_pool(workers) as pool:
             computed = list(pool.map(_curve_rows, [configs[i] for i in missing],
-                                     [kw] * len(missing)))
+                                     [kw] * len(missing), [dirs[i] for i in missing]))
     else:
-        computed = [_curve_rows(configs[i], kw) for i in missing]
+        computed = [_curve_rows(configs[i], kw, dirs[i]) for i in missing]
     for i, rows in zip(missing, computed):
         histories[i] = rows
     frames = [pd.DataFrame(rows).assign(seed=int(seed), label=label)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from relnas import data as rdata
-from relnas import derive, distributed, fast
+from relnas import derive, distributed, fast, store
 from relnas.bilevel import BilevelOptimizer
 from relnas.config import Config
 from relnas.evidence import evidence_update, hessian_diagonal
@@ -73,11 +73,20 @@ class Searched:
     start: dict[str, float]  # decisiveness before the first step
 
 
+# A learned-A search's final state (its last checkpoint), kept beside the run and not in git:
+# the relevance curves read these searches' supernets (relnas.relevance.searched) instead of
+# searching again (a Boston curve spent 3.4 of its 9 s there, an MNIST curve about 8 of 45)
+SEARCHED = "searched.pt"
+
+
 def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progress: bool = False,
            checkpoint_interval: float = 0.0
            ) -> tuple[Genotype, dict[str, Any], list[dict], float]:
     """The bilevel search (method.md 2-3); returns (genotype, extras, history, seconds)."""
     done = run_search(cfg, task, device, run_dir, progress, checkpoint_interval)
+    final = Path(run_dir) / "checkpoint_search.pt"
+    if cfg.learned_precision and distributed.is_main() and final.is_file():
+        store.atomic_write_bytes(Path(run_dir) / SEARCHED, final.read_bytes())
     with torch.no_grad():
         mean = {k: w.detach().cpu() for k, w in done.arch.mean().items()}
     genotype = discretize(cfg, done.net, mean)

@@ -198,6 +198,34 @@ def test_stored_curves_are_read_without_starting_workers(tmp_path, monkeypatch):
     assert sorted(again["seed"].unique()) == [0, 1]
 
 
+def test_a_curve_reads_the_kept_search_instead_of_searching_again(tmp_path, monkeypatch):
+    """A learned-A run keeps its final search state; its curve read from it is the curve of a
+    search rerun, and no search epoch runs. One written by other code is searched again."""
+    from relnas import experiment, runtime, search
+
+    cfg = relevance.make_config(dataset="boston", n_hidden=2, width=4, epochs=2, threads=1,
+                                relaxation="gumbel", simplex="vertex", lam=1.0,
+                                learned_precision=True, precision_update="evidence",
+                                batch_size=304, retrain_epochs=1)
+    run_dir = experiment.run(cfg, results_dir=tmp_path)["dir"]
+    kept = run_dir / search.SEARCHED
+    assert kept.is_file() and not list(run_dir.glob("checkpoint_*.pt"))
+    rerun = relevance.compute_curve(cfg, retrain_epochs=1, repeats=1)
+    epochs = []
+    real = search.train_one_epoch
+    monkeypatch.setattr(search, "train_one_epoch",
+                        lambda *a, **k: epochs.append(1) or real(*a, **k))
+    assert relevance.compute_curve(cfg, retrain_epochs=1, repeats=1, kept=kept) == rerun
+    assert not epochs                             # read, not searched
+    state = runtime.read_checkpoint(kept)
+    runtime.save_checkpoint(kept, {**state, "code": "other"})
+    assert relevance.compute_curve(cfg, retrain_epochs=1, repeats=1, kept=kept) == rerun
+    assert len(epochs) == cfg.epochs              # searched again
+    fixed = experiment.run(cfg.replace(learned_precision=False, precision_update="hypergradient"),
+                           results_dir=tmp_path)["dir"]
+    assert not (fixed / search.SEARCHED).exists()  # only the curves' (learned-A) searches
+
+
 @pytest.mark.parametrize("clip", [0.05, 100.0])  # every step clipped / none
 def test_points_retrained_together_equal_each_retrained_alone(monkeypatch, clip):
     """The retrains of an MLP supernet's points as one population (relnas.masking) take the
