@@ -184,7 +184,7 @@ class Task:
 
     def __init__(self, cfg: Config, device: torch.device):
         # RELNAS_DOWNLOAD=1 (set by `make reproduce`): fetch missing files with torchvision.
-        raw = cfg.resident == "uint8"
+        raw = cfg.raw_images  # resident="uint8", or a search that retrains nothing
         splits = datasets.load(cfg.dataset, seed=cfg.seed,
                                valid_fraction=cfg.valid_fraction or None,
                                subset=cfg.subset or None, device=device,

@@ -238,3 +238,34 @@ def test_the_population_mode_is_checked_before_any_compute(tmp_path):
     with pytest.raises(ConfigError, match="population must be"):
         run_experiment("boston", profile="smoke", results_dir=tmp_path, population="fast")
     assert not any(tmp_path.iterdir())
+
+
+def test_search_only_runs_keep_the_images_raw_with_the_same_numbers(tmp_path, isolated,
+                                                                    monkeypatch):
+    """Claim 1's size seeds (searches that retrain nothing) keep MNIST as uint8, each batch
+    normalized on use: the same trajectories and nets as with float images, in a population
+    and alone."""
+    from relnas import train
+    from relnas.config import Config
+
+    configs = [make_config(dataset="mnist", method="search", retrain=False, n_hidden=2, width=4,
+                           epochs=2, subset=96, batch_size=32, threads=1, relaxation=relaxation,
+                           simplex="vertex", lam=lam, seed=seed)
+               for relaxation in ("gumbel", "dirichlet") for seed in (0, 1) for lam in (0.0, 1.0)]
+    assert configs[0].raw_images and not configs[0].replace(retrain=True).raw_images
+    task = train.Task(configs[0], torch.device("cpu"))
+    assert task.sets["train"][0].dtype == torch.uint8
+    assert task.inputs(task.sets["train"][0][:4]).dtype == torch.float32
+    stored = {}
+    for raw in (True, False):
+        monkeypatch.setattr(Config, "raw_images", property(lambda cfg, raw=raw: raw))
+        for mode in ("eager", "off"):
+            runs = run_all(configs, results_dir=tmp_path / f"{raw}{mode}", population=mode)
+            stored[raw, mode] = [(open(f"{d}/trajectory.json").read(),
+                                  open(f"{d}/genotype.json").read(),
+                                  [r["loss_train"] for r in read_csv(f"{d}/history.csv")])
+                                 for d in runs["run_dir"]]
+            stored[raw, mode].append(runs[["entropy_norm_end", "margin_median_end"]].to_numpy()
+                                     .tolist())
+    for mode in ("eager", "off"):
+        assert stored[True, mode] == stored[False, mode]
