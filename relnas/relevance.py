@@ -19,8 +19,9 @@ retrain on the search's training split, SGD at the search's inner learning rate)
 
 The supernet is the stored search's final state where the run kept it (``searched.pt``, a
 learned-A search's, written by the same code; not in git), else its config rerun (the seeds
-make it deterministic: the same state); the curve is stored under ``<results>/<dataset>/relevance/<hash>/`` (``history.csv``: one row per order,
-retrain flag and fraction), so the notebooks recompute nothing on a second run.
+make it deterministic: the same state); the curve is stored under
+``<results>/<dataset>/relevance/<hash>/`` (``history.csv``: one row per order, retrain flag and
+fraction), so the notebooks recompute nothing on a second run.
 """
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ def searched(cfg: Config, kept: Path | None = None
     with tempfile.TemporaryDirectory() as tmp:
         if kept is not None and (state := runtime.read_checkpoint(Path(kept))) is not None \
                 and state.get("code") == runtime.code_version():
-            runtime.save_checkpoint(Path(tmp) / "checkpoint_search.pt", state)
+            store.atomic_write_bytes(runtime.Phase(tmp, "search").path, Path(kept).read_bytes())
         done = run_search(cfg, task, device, Path(tmp))
     done.net.eval()
     with torch.no_grad():

@@ -84,7 +84,7 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
            ) -> tuple[Genotype, dict[str, Any], list[dict], float]:
     """The bilevel search (method.md 2-3); returns (genotype, extras, history, seconds)."""
     done = run_search(cfg, task, device, run_dir, progress, checkpoint_interval)
-    final = Path(run_dir) / "checkpoint_search.pt"
+    final = Phase(run_dir, "search").path
     if cfg.learned_precision and distributed.is_main() and final.is_file():
         store.atomic_write_bytes(Path(run_dir) / SEARCHED, final.read_bytes())
     with torch.no_grad():
