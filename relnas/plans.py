@@ -25,8 +25,8 @@ from relnas.experiment import check_results_dir, run
 from relnas.store import RunLockedError
 from relnas.runtime import worker_pool
 from relnas.profiles import (CELL_OVERRIDES, EXPERTS_FOR, PRUNED_EXPERT, RELNAS_SIMPLEX,
-                             SECOND_SPACE, EXTRA_SWEEP_SIMPLICES, base_config, relnas_label,
-                             cost_scope_fields, relaxation_fields)
+                             SECOND_SPACE, SIMPLEX_SUFFIX, EXTRA_SWEEP_SIMPLICES, base_config,
+                             relnas_label, cost_scope_fields, relaxation_fields)
 from relnas.runs import profile_results_dir, row
 from relnas.runs import load_runs  # noqa: F401 (notebook 04_paper imports it from here)
 
@@ -151,10 +151,12 @@ def _ard_variants(order: int) -> list[dict[str, Any]]:
 
 def matched_plan(runs: pd.DataFrame, base: dict[str, Any]) -> list[Config]:
     """The baselines at matched sizes (method.md 7): per seed and per parameter count that the
-    lambda sweep derived on that seed (fixed A, first order, the main simplex; any relaxation),
-    magnitude pruning of the expert and random search (``param_budget``) to that count."""
+    lambda sweep derived on that seed (fixed A, first order, every simplex it ran in: the rows
+    of claim 2; any relaxation), magnitude pruning of the expert and random search
+    (``param_budget``) to that count."""
     space = base.get("space", "mlp")
-    sweep = {relnas_label(name, False) for name in RELAXATIONS if name != "softmax"}
+    sweep = {relnas_label(name, False, simplex_suffix=suffix) for name in RELAXATIONS
+             if name != "softmax" for suffix in ("", *SIMPLEX_SUFFIX.values())}
     rows = runs[runs["label"].isin(sweep) & (runs["space"] == space)]
     if "retrained" in rows:  # the search-only size seeds have no matched baselines
         rows = rows[rows["retrained"].astype(bool)]

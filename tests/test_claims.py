@@ -172,6 +172,27 @@ def test_accuracy_claim_prefers_the_baselines_at_the_same_sizes():
     assert result["verdict"] == "reproduced"
 
 
+def test_accuracy_claim_holds_each_baseline_to_the_seeds_it_was_matched_on():
+    # one seed (2, RMSE 3.02) has matched baselines: pruning at 3.015 beats that seed, though
+    # not the searched mean over all three (3.01); one run has no interval to be within
+    table = runs({"gumbel": FALLING}).assign(budget=0)
+    extra = [dict(method=method, label=label, relaxation="", lam=0.0, seed=2, metric="rmse",
+                  valid_metric=rmse, test_metric=rmse, params=751, budget=751,
+                  total_time_s=2.0, learned_precision=False, order=1)
+             for method, label, rmse in (("prune", "Magnitude pruning", 3.015),
+                                         ("random", "Random search (matched size)", 3.5))]
+    evidence = claims.accuracy_claim(pd.concat([table, pd.DataFrame(extra)],
+                                               ignore_index=True))["evidence"]
+    assert "pruning (same sizes, 1 of 3 seeds) 3.015 (1 run) at 751 against 3.020 (worse)" \
+        in evidence
+    assert "random search (same sizes, 1 of 3 seeds) 3.500 (1 run) at 751 against 3.020 (ok)" \
+        in evidence
+    assert "expert 3.050 ± " in evidence and "± 0.000" not in evidence
+    # no matched run at all: every run of the method, said so
+    assert "pruning (every size) 3.050 ± " in claims.accuracy_claim(runs({"gumbel": FALLING}))[
+        "evidence"]
+
+
 def test_seed_agreement_is_the_mean_pairwise_jaccard_of_kept_pairs():
     same = ["dag:linear:0>1;dag:identity:1>2"] * 3
     assert claims.seed_agreement(same) == 1.0
