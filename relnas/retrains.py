@@ -79,11 +79,11 @@ class Busy(store.RunLockedError):
 @contextlib.contextmanager
 def claim(retrain_key: str, run_dir: Path) -> Iterator[None]:
     """Hold ``retrain_key`` for the run in ``run_dir`` while it trains that retrain;
-    :class:`Busy` at once if another process holds it (a lock beside the run folders,
-    ``.retrains/<experiment>/<key>/.lock`` in the results root, released by a crash too). The holder's result is in its run
-    folder moments after the release (the store writes it when the run returns), well within
-    a waiting run's poll and resumed search; should it lose that race it trains the net again,
-    the same numbers."""
+    :class:`Busy` at once if another process holds it (``.retrains/<experiment>/<key>/.lock``
+    in the results root, released by a crash too). The holder's result is in its run folder
+    moments after the release (the store writes it when the run returns), well within a
+    waiting run's poll and resumed search; should the waiter lose that race, it trains the net
+    again: the same numbers."""
     experiment = Path(run_dir).parent
     folder = experiment.parent / CLAIMS / experiment.name / retrain_key
     with contextlib.ExitStack() as held:
