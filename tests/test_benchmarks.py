@@ -105,3 +105,11 @@ def test_relevance_points_times_both_ways_on_a_stored_curve(tmp_path):
     assert set(rows) == {"together", "alone"} and all(v > 0 for v in rows.values())
     largest = float(proc.stdout.rsplit("largest ", 1)[1].split()[0])
     assert largest < 1e-3  # the same points, up to rounding (RMSE in MEDV units)
+
+
+def test_matmul_rate_prints_a_rate_per_product(tmp_path):
+    proc = _script("matmul_rate.py", "--repeats", "1", "--calls", "1", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split("|") for line in proc.stdout.splitlines() if line.startswith("| ")]
+    rates = {r[1].strip(): float(r[2]) for r in rows[1:]}  # past the header
+    assert len(rates) == 6 and all(v > 0 for v in rates.values())
