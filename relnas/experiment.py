@@ -38,8 +38,7 @@ def run(cfg: Config | Mapping[str, Any], *, results_dir: str | Path | None = Non
 
     ``checkpoint_interval``: seconds between checkpoints (0: after every epoch; the last epoch
     of each phase is always saved). ``wait``: seconds to wait for another process computing
-    the same config, or training the same derived net (``relnas.retrains.claim``), before
-    giving up with ``RunLockedError``. Under ``torchrun`` every process
+    the same config before giving up with ``RunLockedError``. Under ``torchrun`` every process
     computes the run on its slice of each batch and rank 0 stores it (``relnas.distributed``).
     ``resume``: with ``recompute``, keep the checkpoints in the run folder (written by this
     plan's population search, relnas.popsearch) instead of starting from scratch.
@@ -60,13 +59,7 @@ def run(cfg: Config | Mapping[str, Any], *, results_dir: str | Path | None = Non
     if distributed.world_size() > 1:  # every rank computes, rank 0 alone stores
         return distributed.on_ranks(
             lambda start: _stored(cfg, results, start, recompute, wait, fresh), work)
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            return _stored(cfg, results, work, recompute, wait, fresh)
-        except retrains.Busy as busy:  # another run trains the same derived net: copy it after
-            busy.wait(max(0.0, deadline - time.monotonic()))
-            fresh = False  # the checkpoints are now this call's own
+    return _stored(cfg, results, work, recompute, wait, fresh)
 
 
 def _stored(cfg: Config, results: store.ResultsStore, work, recompute: bool,
@@ -161,6 +154,23 @@ def _expert_model(cfg: Config, task: train.Task) -> nn.Module:
                              **train.derived_options(cfg))
 
 
+def _retrain(cfg, task, device, run_dir, genotype, kw):
+    store.write_json(run_dir / store.GENOTYPE, genotype.to_dict())
+    key = retrains.key(cfg, genotype)
+    if retrains.shareable(cfg) and (found := retrains.find(key, run_dir)) is not None:
+        metrics, history, seconds = retrains.copied(found)
+        return {**metrics, "retrain_key": key}, history, seconds
+    runtime.seed_everything(cfg.seed + 1)
+    model = fast.prepare(train.build_derived(cfg, genotype), cfg, device)
+    metrics, history, seconds = train.fit(model, cfg, task, run_dir, "retrain",
+                                          cfg.retrain_epochs, **kw)
+    metrics["params"] = nets.count_parameters(model)
+    metrics["flops"] = nets.count_flops(model, task.splits.in_shape)
+    metrics["genotype"] = genotype.to_dict()
+    metrics["retrain_key"], metrics["code_version"] = key, runtime.code_version()
+    return metrics, history, seconds
+
+
 def _counted(cfg, task, run_dir, genotype) -> dict[str, Any]:
     """The derived net's size, untrained (its parameter count does not depend on training)."""
     store.write_json(run_dir / store.GENOTYPE, genotype.to_dict())
@@ -177,8 +187,7 @@ def _search(cfg, task, device, run_dir, kw):
     if not cfg.retrain:  # derive and count only (claim 1's size seeds): no test metric
         return {**_counted(cfg, task, run_dir, genotype), **extras["decisiveness"]}, history, \
             (search_s, 0.0)
-    metrics, retrain_history, retrain_s = retrains.retrain(cfg, task, device, run_dir,
-                                                           genotype, kw)
+    metrics, retrain_history, retrain_s = _retrain(cfg, task, device, run_dir, genotype, kw)
     metrics.update(extras["decisiveness"])  # entropy_norm_start / _end, margins (search.py)
     return metrics, history + retrain_history, (search_s, retrain_s)
 
@@ -202,8 +211,7 @@ def _random(cfg, task, device, run_dir, kw):
         score = metrics["valid_metric"] * (1 if task.metric == "rmse" else -1)  # lower is better
         if best is None or score < best[0]:
             best = (score, genotype)
-    metrics, retrain_history, retrain_s = retrains.retrain(cfg, task, device, run_dir,
-                                                           best[1], kw)
+    metrics, retrain_history, retrain_s = _retrain(cfg, task, device, run_dir, best[1], kw)
     return metrics, history + retrain_history, (search_s, retrain_s)
 
 

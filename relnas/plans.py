@@ -171,18 +171,10 @@ def matched_plan(runs: pd.DataFrame, base: dict[str, Any]) -> list[Config]:
     return configs
 
 
-# _run_row's answer for a run whose search is done and whose derived net another run is
-# training (retrains.Busy): come back, resume the search's checkpoint and copy the retrain
-SEARCHED = "searched"
-
-
-def _run_row(cfg: Config, kw: dict[str, Any]) -> dict[str, Any] | str | None:
-    """The runs-table row of ``cfg``; None when another process is computing it, ``SEARCHED``
-    when another run trains its derived net (come back for either)."""
+def _run_row(cfg: Config, kw: dict[str, Any]) -> dict[str, Any] | None:
+    """The runs-table row of ``cfg``; None when another process is computing it (come back)."""
     try:
         return row(run(cfg, **kw))
-    except retrains.Busy:
-        return SEARCHED
     except RunLockedError:
         return None
 
@@ -193,10 +185,9 @@ def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
             wait: float = math.inf, population: str = "eager") -> pd.DataFrame:
     """Run (or load from the store) each config; one row per run, in the order of ``configs``.
 
-    A config that another process is computing (a second plan sharing runs with this one), or
-    whose derived net another run is training (the other worker, ``relnas.retrains.claim``),
-    is left for last and then waited for, up to ``wait`` seconds each (``RunLockedError``
-    after); its lock dies with that process, so a crashed holder never blocks the wait.
+    A config that another process is computing (a second plan sharing runs with this one) is
+    left for last and then waited for, up to ``wait`` seconds each (``RunLockedError`` after);
+    its lock dies with that process, so a crashed holder never blocks the wait.
 
     ``workers`` > 1 runs configs in that many separate processes (spawned, so each has its own
     torch threads): on 2 cores, 2 workers with ``threads=1`` configs halve the wall time of
@@ -229,9 +220,8 @@ def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
     else:
         rows = [_run_row(cfg, k) for cfg, k in zip(_progress(configs, progress, len(configs)),
                                                    kws)]
-    for i in [i for i, r in enumerate(rows) if r is None or r == SEARCHED]:  # wait for it
-        resume = kws[i]["resume"] or rows[i] == SEARCHED
-        rows[i] = row(run(configs[i], **{**kws[i], "resume": resume}, wait=wait))
+    for i in [i for i, r in enumerate(rows) if r is None]:  # computed elsewhere: wait for it
+        rows[i] = row(run(configs[i], **kws[i], wait=wait))
     return pd.DataFrame(rows)
 
 

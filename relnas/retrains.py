@@ -1,5 +1,5 @@
-"""The retrain of a derived network (:func:`retrain`), shared between the runs of a plan: a
-derived network is retrained once per (genotype, seed, retrain fields).
+"""Retrains shared between the runs of a plan: a derived network is retrained once per
+(genotype, seed, retrain fields).
 
 Many runs of a lambda sweep derive the same genotype on a seed (lambda 10 and 100 often do),
 and their retrains are the same computation: seeded by ``seed + 1``, deterministic, reading no
@@ -12,21 +12,13 @@ Only with ``deterministic`` (a retrain that is not repeatable is never copied), 
 process (under torchrun every rank computes) and from a retrain by the same code (its
 ``code_version``, ``relnas.runtime``): a recomputing plan (``--fresh``) never copies the stored
 retrain it is replacing, and a source removed while it is read is passed over.
-
-A run holds its retrain's key while it trains (:func:`claim`), so that two workers of a plan
-that derive the same net at the same moment do not both train it: the second gets
-:class:`Busy` at once, and its plan comes back to it after the other runs
-(``relnas.plans.run_all``), or ``relnas.experiment.run`` waits, then it copies.
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import torch
-
-from relnas import distributed, fast, nets, runtime, store, train
+from relnas import distributed, runtime, store
 from relnas.config import Config
 from relnas.genotype import Genotype
 
@@ -46,52 +38,6 @@ SEARCH_ONLY = ("relaxation", "lam", "order", "simplex", "top_k", "keep_mass", "a
 # search its decisiveness; the key holds the method, so a search copies only a search)
 OWN = ("status", "retrain_key", "retrain_from", "search_time_s", "retrain_time_s",
        "total_time_s")
-
-
-# In the results root, per experiment: a folder per retrain key holding its lock (the run
-# folders keep their own lock file likewise; git ignores both)
-CLAIMS = ".retrains"
-
-
-class Busy(store.RunLockedError):
-    """Another process trains the same derived net (``retrain_key``) right now: come back when it
-    is done and copy it (:meth:`wait`)."""
-
-    def __init__(self, run_dir: Path, folder: Path):
-        super().__init__(
-            f"{run_dir}: its derived net is being trained by another run (lock {folder}/.lock), "
-            "whose retrain it will copy; wait for it to finish or pass a longer wait "
-            "(--wait SECONDS; wait=... in Python)")
-        self.run_dir, self.folder = run_dir, folder
-
-    def __reduce__(self):  # rebuilt from its fields when it crosses a process pool
-        return type(self), (self.run_dir, self.folder)
-
-    def wait(self, seconds: float) -> None:
-        """Return once the other run has trained it; ``self`` after ``seconds`` of waiting."""
-        try:
-            with store.run_lock(self.folder, wait=seconds):
-                pass
-        except store.RunLockedError:
-            raise self from None
-
-
-@contextlib.contextmanager
-def claim(retrain_key: str, run_dir: Path) -> Iterator[None]:
-    """Hold ``retrain_key`` for the run in ``run_dir`` while it trains that retrain;
-    :class:`Busy` at once if another process holds it (``.retrains/<experiment>/<key>/.lock``
-    in the results root, released by a crash too). The holder's result is in its run folder
-    moments after the release (the store writes it when the run returns), well within a
-    waiting run's poll and resumed search; should the waiter lose that race, it trains the net
-    again: the same numbers."""
-    experiment = Path(run_dir).parent
-    folder = experiment.parent / CLAIMS / experiment.name / retrain_key
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(store.run_lock(folder))
-        except store.RunLockedError:
-            raise Busy(Path(run_dir), folder) from None
-        yield
 
 
 def key(cfg: Config, genotype: Genotype) -> str:
@@ -135,32 +81,3 @@ def copied(found: dict[str, Any]) -> tuple[dict[str, Any], list[dict], float]:
     metrics = {k: v for k, v in found["metrics"].items() if k not in OWN}
     metrics["retrain_from"] = found["dir"].name
     return metrics, found["history"], float(found["metrics"]["retrain_time_s"])
-
-
-def retrain(cfg: Config, task, device: torch.device, run_dir: Path, genotype: Genotype,
-            kw: dict[str, Any]) -> tuple[dict[str, Any], list[dict], float]:
-    """Retrain ``genotype``'s net from scratch (seed ``cfg.seed + 1``) into ``run_dir``, or
-    copy the same retrain of a finished run: (metrics, history rows, seconds); ``kw``: the
-    options of ``relnas.train.fit``. :class:`Busy` while another run trains the same net."""
-    store.write_json(run_dir / store.GENOTYPE, genotype.to_dict())
-    retrain_key = key(cfg, genotype)
-    if not shareable(cfg):
-        return _train(cfg, task, device, run_dir, genotype, retrain_key, kw)
-    if (found := find(retrain_key, run_dir)) is None:
-        with claim(retrain_key, run_dir):  # and look again: it may have finished meanwhile
-            if (found := find(retrain_key, run_dir)) is None:
-                return _train(cfg, task, device, run_dir, genotype, retrain_key, kw)
-    metrics, history, seconds = copied(found)
-    return {**metrics, "retrain_key": retrain_key}, history, seconds
-
-
-def _train(cfg, task, device, run_dir, genotype, retrain_key, kw):
-    runtime.seed_everything(cfg.seed + 1)
-    model = fast.prepare(train.build_derived(cfg, genotype), cfg, device)
-    metrics, history, seconds = train.fit(model, cfg, task, run_dir, "retrain",
-                                          cfg.retrain_epochs, **kw)
-    metrics["params"] = nets.count_parameters(model)
-    metrics["flops"] = nets.count_flops(model, task.splits.in_shape)
-    metrics["genotype"] = genotype.to_dict()
-    metrics["retrain_key"], metrics["code_version"] = retrain_key, runtime.code_version()
-    return metrics, history, seconds

@@ -233,8 +233,6 @@ class ResultsStore:
             write_json(folder / CONFIG, dict(config))
             try:
                 metrics, history = compute(folder)
-            except RunLockedError:  # waits on another process's work: not failed, comes back
-                raise
             except BaseException as exc:
                 write_json(folder / METRICS, {"status": "failed",
                                               "error": f"{type(exc).__name__}: {exc}"})

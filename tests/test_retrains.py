@@ -1,18 +1,14 @@
 """Retrains shared between runs (relnas.retrains): the fields called search-only never change a
 retrain, a run with the same genotype, seed and retrain fields copies the first run's retrain,
-and nothing else does; a run whose net another run is training waits for it or comes last."""
+and nothing else does."""
 from __future__ import annotations
 
 import json
-import shutil
-import threading
-import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from relnas import experiment, retrains, runtime, search, store, train
+from relnas import experiment, retrains, runtime, search, train
 from relnas.config import make_config
 
 MLP = dict(dataset="boston", n_hidden=2, width=8, epochs=2, retrain_epochs=2, batch_size=64,
@@ -39,8 +35,8 @@ def _retrain(fields, genotype, tmp_path, name):
     task = train.Task(cfg, device)
     folder = tmp_path / name
     folder.mkdir()
-    metrics, history, _ = retrains.retrain(cfg, task, device, folder, genotype,
-                                           {"progress": False, "checkpoint_interval": 0.0})
+    metrics, history, _ = experiment._retrain(cfg, task, device, folder, genotype,
+                                              {"progress": False, "checkpoint_interval": 0.0})
     return metrics, [{k: v for k, v in r.items() if not k.endswith("_s")} for r in history]
 
 
@@ -127,68 +123,3 @@ def test_a_source_removed_while_it_is_read_is_passed_over(tmp_path, monkeypatch)
     monkeypatch.setattr(retrains.store, "load_run", gone)
     other = experiment.run({**RUN, "random_samples": 7}, results_dir=results)
     assert other["metrics"]["status"] == "ok" and "retrain_from" not in other["metrics"]
-
-
-def _trained_elsewhere(tmp_path):
-    """(the finished run of RUN in another results folder, its retrain's claim folder in
-    ``results``, ``results``): what another process that trains RUN's net stores."""
-    first = experiment.run(RUN, results_dir=tmp_path / "elsewhere")
-    results = tmp_path / "results"
-    claimed = results / retrains.CLAIMS / "boston" / first["metrics"]["retrain_key"]
-    return first, claimed, results
-
-
-def test_a_run_whose_net_another_run_trains_is_told_so_and_left_unfinished(tmp_path):
-    first, claimed, results = _trained_elsewhere(tmp_path)
-    other = make_config(**RUN, random_samples=7)  # the same search, genotype and retrain
-    with store.run_lock(claimed):  # another process trains that net right now
-        with pytest.raises(retrains.Busy, match="being trained by another run.*longer wait"):
-            experiment.run(other, results_dir=results)
-    folder = store.ResultsStore(results, read_roots=[]).run_dir("boston", other.to_dict())
-    assert not (folder / "metrics.json").exists()  # not "failed": to be come back to
-    again = experiment.run(other, results_dir=results)  # nobody trains it: its own retrain
-    assert again["metrics"]["status"] == "ok" and "retrain_from" not in again["metrics"]
-    assert again["metrics"]["test_metric"] == first["metrics"]["test_metric"]
-
-
-def test_a_run_waits_for_the_run_that_trains_its_net_and_copies_it(tmp_path):
-    first, claimed, results = _trained_elsewhere(tmp_path)
-    taken = threading.Event()
-
-    def other_process():  # trains the net, stores its run, then lets go
-        with store.run_lock(claimed):
-            taken.set()
-            time.sleep(0.5)
-            shutil.copytree(first["dir"], results / "boston" / first["dir"].name)
-
-    thread = threading.Thread(target=other_process)
-    thread.start()
-    taken.wait()
-    other = experiment.run({**RUN, "random_samples": 7}, results_dir=results, wait=60)
-    thread.join()
-    assert other["metrics"]["retrain_from"] == first["dir"].name
-
-
-def test_a_plan_leaves_a_run_whose_net_another_run_trains_for_last_and_copies_it(tmp_path):
-    from relnas.plans import run_all
-
-    first, claimed, results = _trained_elsewhere(tmp_path)
-    configs = [make_config(**RUN, random_samples=7), make_config(**{**RUN, "seed": 1})]
-    later = store.ResultsStore(results, read_roots=[]).run_dir("boston", configs[1].to_dict())
-    taken = threading.Event()
-
-    def other_process():  # trains the net until the plan has finished its next run
-        with store.run_lock(claimed):
-            taken.set()
-            while not (later / "metrics.json").exists():
-                time.sleep(0.01)
-            shutil.copytree(first["dir"], results / "boston" / first["dir"].name)
-
-    thread = threading.Thread(target=other_process)
-    thread.start()
-    taken.wait()
-    runs = run_all(configs, results_dir=results)
-    thread.join()
-    assert list(runs["seed"]) == [0, 1]
-    copied = json.loads((Path(runs["run_dir"][0]) / "metrics.json").read_text())
-    assert copied["retrain_from"] == first["dir"].name
