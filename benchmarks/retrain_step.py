@@ -1,6 +1,7 @@
 """Time one retraining step (``relnas.train.supervised_step``) of the MNIST nets, with the plain
-(foreach) optimizer against ``relnas.fast.optimizer`` (torch's fused kernel), and LeNet-5's
-ReLU-then-pool against its pool-then-ReLU forward (the same numbers).
+(foreach) optimizer against ``relnas.fast.optimizer`` (torch's fused kernel), torch's gradient
+clipping against ``relnas.fast.clip_grad_norm_`` (the same numbers, no product by one), and
+LeNet-5's ReLU-then-pool against its pool-then-ReLU forward (the same numbers).
 
     python benchmarks/retrain_step.py [--threads 1] [--batch 128] [--repeats 7] [--steps 40]
 
@@ -8,7 +9,8 @@ Random inputs of MNIST's shape; the nets of the MNIST default profile: the large
 (three 784 -> 64 input layers, head on their sum; 151,370 parameters), the smallest (one input
 layer, 50,890), LeNet-300-100 and LeNet-5 (Adam, as the profile retrains). Each row: median
 over ``--repeats`` of the mean ms per step over ``--steps`` steps (variants interleaved, so a
-slow spell of a shared machine hits them alike), and the ratio to the row's plain variant.
+slow spell of a shared machine hits them alike), and the ratios: fused to plain Adam (both with
+torch's clipping), relnas's clipping to torch's (both with fused Adam; relnas's is what runs).
 Compare within one run only.
 """
 from __future__ import annotations
@@ -49,15 +51,29 @@ NETS = {
 }
 
 
-def stepper(build, fused: bool, batch: int):
+def stepper(build, fused: bool, batch: int, clip=None):
     torch.manual_seed(0)
     model = place(build(), torch.device("cpu"))
     params = list(model.parameters())
     opt = fast.optimizer("adam", params, lr=1e-3) if fused else \
         torch.optim.Adam(params, lr=1e-3, foreach=True)
-    step = supervised_step(model, opt, F.cross_entropy)
+    step = supervised_step(model, opt, F.cross_entropy, grad_clip=5.0)
     x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
-    return lambda: step((x, y))
+    if clip is None:
+        return lambda: step((x, y))
+
+    def with_clip():  # the step with ``clip`` in place of relnas's
+        saved, fast.clip_grad_norm_ = fast.clip_grad_norm_, clip
+        try:
+            return step((x, y))
+        finally:
+            fast.clip_grad_norm_ = saved
+    return with_clip
+
+
+VARIANTS = {"plain": dict(fused=False, clip=torch.nn.utils.clip_grad_norm_),
+            "fused": dict(fused=True, clip=torch.nn.utils.clip_grad_norm_),
+            "fused, relnas clip": dict(fused=True)}
 
 
 def main() -> None:
@@ -68,8 +84,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    variants = {(name, fused): stepper(build, fused, args.batch)
-                for name, build in NETS.items() for fused in (False, True)}
+    variants = {(name, kind): stepper(build, batch=args.batch, **options)
+                for name, build in NETS.items() for kind, options in VARIANTS.items()}
     times: dict = {key: [] for key in variants}
     for step in variants.values():  # warm-up
         for _ in range(5):
@@ -82,13 +98,16 @@ def main() -> None:
             times[key].append((time.perf_counter() - start) / args.steps * 1e3)
     print(f"device: {device_name(torch.device('cpu'))}, torch {torch.__version__}, "
           f"batch {args.batch}\n")
-    print("| net | plain Adam, ms/step | fused Adam, ms/step | fused / plain |")
-    print("|---|---|---|---|")
+    print("| net | plain Adam, ms/step | fused Adam, ms/step | fused Adam, relnas clip, ms/step "
+          "| fused / plain | relnas clip / torch's |")
+    print("|---|---|---|---|---|---|")
     ms = {key: statistics.median(v) for key, v in times.items()}
     for name in NETS:
-        plain, fused = ms[(name, False)], ms[(name, True)]
-        print(f"| {name} | {plain:.2f} | {fused:.2f} | {fused / plain:.2f} |")
-    new, old = ms[("LeNet-5", True)], ms[("LeNet-5, ReLU then pool", True)]
+        plain, fused, ours = (ms[(name, kind)] for kind in VARIANTS)
+        print(f"| {name} | {plain:.2f} | {fused:.2f} | {ours:.2f} | {fused / plain:.2f} "
+              f"| {ours / fused:.2f} |")
+    new, old = ms[("LeNet-5", "fused, relnas clip")], ms[("LeNet-5, ReLU then pool",
+                                                         "fused, relnas clip")]
     print(f"\nLeNet-5 pool-then-ReLU / ReLU-then-pool (fused Adam): {new / old:.2f}")
 
 

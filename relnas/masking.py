@@ -68,7 +68,7 @@ def retrain(net: nn.Module, weights, cfg: Config, task: train.Task, epochs: int)
     for xb, yb in _batches(cfg, task, epochs):
         opt.zero_grad()
         task.loss_fn(net(task.inputs(xb), weights), yb).backward()
-        nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        fast.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
     net.eval()
 

@@ -134,7 +134,7 @@ def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn,
         (total if collective is None else total * share).backward()
         if collective is not None:
             loss = collective.sum_grads(model.parameters(), loss.detach() * share)
-        norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float("inf"))
+        norm = fast.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float("inf"))
         optimizer.step()
         if masks:
             with torch.no_grad():

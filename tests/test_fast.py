@@ -283,3 +283,27 @@ def test_lenet5_pools_before_its_relu_with_the_same_numbers():
         assert torch.equal(out, reference(x))
     for a, b in zip(*grads):
         assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("scale, max_norm", [(1e-3, 5.0), (10.0, 5.0), (1.0, math.inf),
+                                             (math.nan, 5.0), (math.inf, 5.0)])
+def test_clip_grad_norm_equals_torchs_bit_for_bit(scale, max_norm):
+    """fast.clip_grad_norm_ (no product by a factor of 1 on the CPU) returns torch's norm and
+    leaves torch's gradients, to the bit, whether it clips or not, and for a NaN or infinite
+    gradient; parameters without a gradient are skipped, as torch skips them."""
+    torch.manual_seed(0)
+    shapes = [(64, 13), (64,), (7, 64), (7,), (3, 3)]
+    grads = [torch.randn(s) * scale for s in shapes[:4]]
+    sides = []
+    for clip in (fast.clip_grad_norm_, nn.utils.clip_grad_norm_):
+        params = [nn.Parameter(torch.zeros(s)) for s in shapes]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        sides.append((clip(params, max_norm), [p.grad for p in params]))
+    (norm, ours), (ref_norm, theirs) = sides
+    assert torch.equal(norm, ref_norm) or (norm.isnan() and ref_norm.isnan())
+    assert ours[4] is None and theirs[4] is None
+    for a, b in zip(ours[:4], theirs[:4]):
+        assert torch.equal(a, b) or torch.equal(a.isnan(), b.isnan()) and a.isnan().all()
+    if scale == 10.0:  # it did clip: the gradients' norm is max_norm now
+        assert math.isclose(float(nn.utils.get_total_norm(ours[:4])), max_norm, rel_tol=1e-5)
