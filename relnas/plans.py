@@ -211,11 +211,17 @@ def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
                                     workers=workers, checkpoint_interval=checkpoint_interval)
     kws = [{**kw, "resume": store.config_hash(c.to_dict()) in searched} for c in configs]
     rows: list[dict[str, Any] | None] = [None] * len(configs)
-    if pool is not None:
+    if pool is not None:  # stored runs read here, the others in the pool (started if any)
+        results = store.ResultsStore(results_dir)
+        order = [i for i, c in enumerate(configs)
+                 if recompute or results.find(c.dataset, c.to_dict()) is None]
+        for i in sorted(set(range(len(configs))) - set(order)):
+            rows[i] = _run_row(configs[i], kws[i])
         # Costly runs first, so that no worker is left with a long run at the end.
-        order = sorted(range(len(configs)), key=lambda i: _cost_rank(configs[i]))
-        done = pool.map(_run_row, [configs[i] for i in order], [kws[i] for i in order])
-        for i, result in zip(order, _progress(done, progress, len(configs))):
+        order = sorted(order, key=lambda i: _cost_rank(configs[i]))
+        done = pool.map(_run_row, [configs[i] for i in order], [kws[i] for i in order]) \
+            if order else []
+        for i, result in zip(order, _progress(done, progress, len(order))):
             rows[i] = result
     else:
         rows = [_run_row(cfg, k) for cfg, k in zip(_progress(configs, progress, len(configs)),
@@ -268,7 +274,7 @@ def run_experiment(dataset: str, *, profile: str = "default", seeds=(0, 1, 2, 3,
                              order, conv_cell, overrides, size_seeds)
     results_dir = profile_results_dir(profile, results_dir)
     results = store.ResultsStore(results_dir)
-    if recompute or any(results.load(c.dataset, c.to_dict()) is None for c in configs):
+    if recompute or any(results.find(c.dataset, c.to_dict()) is None for c in configs):
         check_results_dir(results)
     kw = {"results_dir": results_dir, "progress": progress, "recompute": recompute,
           "checkpoint_interval": checkpoint_interval, "workers": workers, "wait": wait,

@@ -119,6 +119,27 @@ def test_plans_and_worker_processes_know_a_registered_dataset(tmp_path):
     assert list(runs["dataset"]) == ["tiny-img"] * 2 and (runs["params"] > 0).all()
 
 
+
+def test_a_plan_whose_runs_are_stored_reads_them_without_starting_workers(tmp_path, monkeypatch):
+    """run_all with workers reads its stored runs in this process; the pool (whose workers
+    import torch) starts only for a run to compute, so a cached plan never spawns one."""
+    import concurrent.futures
+
+    import pandas as pd
+    from relnas.plans import run_all
+
+    searches = [make_config(dataset="boston", seed=s, **TINY) for s in (0, 1)]
+    runs = run_all(searches, results_dir=tmp_path / "r")
+
+    def refuse(*args, **kw):
+        raise AssertionError("a worker pool was started for stored runs")
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", refuse)
+    again = run_all(searches, results_dir=tmp_path / "r", workers=2)
+    pd.testing.assert_frame_equal(again, runs)
+    with pytest.raises(AssertionError, match="worker pool was started"):  # one to compute
+        run_all(searches + [searches[0].replace(seed=2)], results_dir=tmp_path / "r",
+                workers=2)
+
 def test_the_cli_sees_datasets_registered_in_a_file_named_by_the_environment(tmp_path):
     _images(tmp_path / "a.npz", 160, 0), _images(tmp_path / "b.npz", 40, 1)
     (tmp_path / "mine.py").write_text(
