@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from relnas import store
+from relnas import figure_state, store
 from relnas.config import DATASETS
 from relnas.claims import sweep_rows
 from relnas.profiles import (EXHAUSTIVE_LABEL, EXPERT_NAMES, PRUNE_LABEL, RANDOM_LABEL,
@@ -94,18 +94,28 @@ def savefig(fig, name: str, folder: str | os.PathLike | None = None,
             formats: Sequence[str] = ("png", "pdf"), dpi: int = 150) -> list[Path]:
     """The only writer of figures: ``<relnas.store.figures_dir(folder)>/<name>.<fmt>`` for each
     format, each written atomically (``relnas.store.atomic_write_bytes``); dates and software
-    versions are left out of the files so that a rerun gives the same bytes. Closes ``fig``."""
+    versions are left out of the files so that a rerun gives the same bytes. A PNG or PDF file
+    that already holds this figure's state (``relnas.figure_state``: its key is in the file's
+    metadata) is left as it is, unwritten. Closes ``fig``."""
     import matplotlib.pyplot as plt
     store.check_file_name(name)
     out = store.figures_dir(folder)
-    metadata = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None,
-                                                   "CreationDate": None}}
     paths = []
     try:
+        key = figure_state.state_key(fig, dpi)
         for fmt in formats:
+            path = out / f"{name}.{fmt}"
+            mark = {} if key is None else {"png": {"Comment": figure_state.marker(fmt, key)},
+                                           "pdf": {"Keywords": figure_state.marker(fmt, key)}}
+            metadata = {"png": {"Software": None, **mark.get("png", {})},
+                        "pdf": {"Creator": None, "Producer": None, "CreationDate": None,
+                                **mark.get("pdf", {})}}.get(fmt)
+            if key is not None and figure_state.holds(path, fmt, key):
+                paths.append(path)
+                continue
             buf = io.BytesIO()
-            fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata.get(fmt))
-            paths.append(store.atomic_write_bytes(out / f"{name}.{fmt}", buf.getvalue()))
+            fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
+            paths.append(store.atomic_write_bytes(path, buf.getvalue()))
     finally:
         plt.close(fig)
     return paths

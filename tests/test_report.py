@@ -321,6 +321,74 @@ def test_savefig_writes_png_and_pdf_atomically(tmp_path, monkeypatch):
     assert after == before  # never into the repository's figures/
 
 
+
+_LINE = """
+import matplotlib
+matplotlib.use("Agg")
+from matplotlib.text import Text
+from relnas import figure_state, figures
+
+def line(y):
+    class Local(Text):  # a class defined in a function, as networkx draws edge labels
+        pass
+    fig, ax = figures.subplots()
+    ax[0, 0].plot([1, 2, 3], [1.0, y, 9.0], label="a")
+    ax[0, 0].add_artist(Local(1, 1, "local"))
+    figures.legend_right(fig, ax)
+    return fig
+"""
+
+
+def test_savefig_leaves_a_file_that_holds_the_same_figure(tmp_path, monkeypatch):
+    """A figure file whose metadata names the figure's state (``relnas.figure_state``) is not
+    written again: the same figure drawn anew leaves both files untouched, and its key is the
+    same in another process; another y value, another dpi, a cut file or a missing PDF are
+    written. A figure that cannot be pickled is always written."""
+    import os
+    import subprocess
+    import sys
+    from relnas import figure_state
+    (tmp_path / "line.py").write_text(_LINE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from line import line  # noqa: E402 (the script above, also run in another process)
+    folder = tmp_path / "figs"
+
+    def save(y=4.0, dpi=150):
+        paths = figures.savefig(line(y), "line", folder=folder, dpi=dpi)
+        return paths, [p.read_bytes() for p in paths]
+
+    def age(paths):  # an old mtime, kept by a file nobody writes
+        for p in paths:
+            os.utime(p, ns=(10 ** 9, 10 ** 9))
+
+    paths, first = save()
+    key = figure_state.state_key(line(4.0), 150)
+    assert all(figure_state.holds(p, fmt, key) for p, fmt in zip(paths, ("png", "pdf")))
+    age(paths)
+    assert save()[1] == first and all(p.stat().st_mtime_ns == 10 ** 9 for p in paths)
+    env = {**os.environ, "PYTHONHASHSEED": "7", "PYTHONPATH": os.pathsep.join(
+        [str(store.REPO_ROOT), str(tmp_path)])}
+    other = subprocess.run([sys.executable, "-c", "from line import figure_state, line; "
+                            "print(figure_state.state_key(line(4.0), 150))"], env=env,
+                           check=True, capture_output=True, text=True).stdout.strip()
+    assert other == key  # transform ids and the local class's address are left out
+    changed = save(y=5.0)[1]
+    assert changed[0] != first[0] and changed[1] != first[1]
+    assert save(dpi=100)[1][0] != save(dpi=150)[1][0]
+    for p, data in zip(paths, first):  # cut files that still hold the key
+        p.write_bytes(data[:-200])
+        assert figure_state.marker(p.suffix[1:], key).encode() in p.read_bytes()
+    age(paths)
+    assert save()[1] == first and all(p.stat().st_mtime_ns != 10 ** 9 for p in paths)
+    paths[1].unlink()
+    assert save()[1] == first
+    fig = line(4.0)
+    fig.axes[0].lines[0].unpicklable = lambda: None
+    assert figure_state.state_key(fig, 150) is None
+    age(paths)
+    assert figures.savefig(fig, "line", folder=folder) and \
+        all(p.stat().st_mtime_ns != 10 ** 9 for p in paths)
+
 def test_readers(tmp_path):
     from relnas.genotype import Genotype
     _history().to_csv(tmp_path / "history.csv", index=False)
