@@ -2,16 +2,15 @@
 its bytes would change.
 
 The key is the SHA-256 of everything that decides a saved figure: the pickled ``Figure`` (its
-artists, data, texts, layout and size), how it is saved (format, dpi, bounding box), the
-rcParams, the matplotlib and Pillow versions and the fonts matplotlib can choose from. What
-in a pickled figure is not its content is left out: the ids of the transforms' weak
-back-references (``TransformNode._parents``, different in every process), pyplot's number of
-the figure (how many came before it) and the location of classes defined inside functions
-(pickled by their name, with their state).
-Computing it takes about 3 % of saving a figure as PNG and PDF (BENCHMARKS.md "Figures
-written only when they change"). A file holds a key when the key's text is in it and it ends
-as a complete PNG or PDF does (``holds``); ``savefig`` writes the key into each file's
-metadata.
+artists, data, texts, layout and size), the dpi (the format is in the ``marker``; savefig's
+fixed options are ``RECIPE``), the rcParams, the matplotlib and Pillow versions and the fonts
+matplotlib can choose from. What in a pickled figure is not its content is left out: the ids
+of the transforms' weak back-references (``TransformNode._parents``, different in every
+process), pyplot's number of the figure (how many came before it) and the location of classes
+defined inside functions (pickled by their name, with their state). Computing it took 8 % of
+saving Boston's figures as PNG and PDF (BENCHMARKS.md "Figures written only when they
+change"). A file holds a key when the key's text is in it and it ends as a complete PNG or PDF
+does (``holds``); ``savefig`` writes the key into each file's metadata.
 """
 from __future__ import annotations
 
