@@ -225,39 +225,9 @@ def worker_pool(workers: int):
     from concurrent.futures import ProcessPoolExecutor
 
     from relnas import datasets
-    registered = datasets.snapshot()
-    return _LazyPool(lambda: ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-        initargs=(registered, os.getpid())))
-
-
-class _LazyPool:
-    """A process pool started by its first ``map`` or ``submit``: a plan whose runs are all
-    stored spawns no worker (each imports torch; about 4 s of a cached notebook)."""
-
-    def __init__(self, start):
-        self._start, self._pool = start, None
-
-    def _started(self):
-        if self._pool is None:
-            self._pool = self._start()
-        return self._pool
-
-    def map(self, *args, **kw):
-        return self._started().map(*args, **kw)
-
-    def submit(self, *args, **kw):
-        return self._started().submit(*args, **kw)
-
-    def shutdown(self, *args, **kw) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(*args, **kw)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shutdown()
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker,
+                               initargs=(datasets.snapshot(), os.getpid()))
 
 
 def _start_worker(registered: dict, parent: int) -> None:

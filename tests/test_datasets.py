@@ -121,8 +121,9 @@ def test_plans_and_worker_processes_know_a_registered_dataset(tmp_path):
 
 
 def test_a_plan_whose_runs_are_stored_reads_them_without_starting_workers(tmp_path, monkeypatch):
-    """run_all with workers reads its stored runs in this process; the pool (whose workers
-    import torch) starts only for a run to compute, so a cached plan never spawns one."""
+    """run_all with workers reads its stored runs in this process; only a run to compute goes
+    to the pool (whose workers, spawned at its first task, import torch), so a cached plan
+    spawns none."""
     import concurrent.futures
 
     import pandas as pd
@@ -133,7 +134,7 @@ def test_a_plan_whose_runs_are_stored_reads_them_without_starting_workers(tmp_pa
 
     def refuse(*args, **kw):
         raise AssertionError("a worker pool was started for stored runs")
-    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", refuse)
+    monkeypatch.setattr(concurrent.futures.ProcessPoolExecutor, "submit", refuse)
     again = run_all(searches, results_dir=tmp_path / "r", workers=2)
     pd.testing.assert_frame_equal(again, runs)
     with pytest.raises(AssertionError, match="worker pool was started"):  # one to compute
