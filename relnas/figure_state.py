@@ -75,6 +75,21 @@ def marker(fmt: str, key: str) -> str:
     return f"relnas figure state {fmt} {key}"
 
 
+# Left out of a file so that a rerun gives the same bytes: dates and software versions.
+_UNDATED = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None,
+                                              "CreationDate": None}}
+_KEY_FIELD = {"png": "Comment", "pdf": "Keywords"}
+
+
+def metadata(fmt: str, key: str | None) -> dict | None:
+    """``savefig``'s metadata for a ``fmt`` file: no dates or versions, and ``marker`` (PNG and
+    PDF, when there is a key)."""
+    undated = _UNDATED.get(fmt)
+    if undated is None or key is None:
+        return undated
+    return {**undated, _KEY_FIELD[fmt]: marker(fmt, key)}
+
+
 def holds(path: str | os.PathLike, fmt: str, key: str) -> bool:
     """Whether the file at ``path`` is a complete ``fmt`` file written for ``key``."""
     try:

@@ -105,16 +105,12 @@ def savefig(fig, name: str, folder: str | os.PathLike | None = None,
         key = figure_state.state_key(fig, dpi)
         for fmt in formats:
             path = out / f"{name}.{fmt}"
-            mark = {} if key is None else {"png": {"Comment": figure_state.marker(fmt, key)},
-                                           "pdf": {"Keywords": figure_state.marker(fmt, key)}}
-            metadata = {"png": {"Software": None, **mark.get("png", {})},
-                        "pdf": {"Creator": None, "Producer": None, "CreationDate": None,
-                                **mark.get("pdf", {})}}.get(fmt)
             if key is not None and figure_state.holds(path, fmt, key):
                 paths.append(path)
                 continue
             buf = io.BytesIO()
-            fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
+            fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight",
+                        metadata=figure_state.metadata(fmt, key))
             paths.append(store.atomic_write_bytes(path, buf.getvalue()))
     finally:
         plt.close(fig)
