@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from relnas import datasets, distributed, runtime, search, store
+from relnas import datasets, distributed, retrains, runtime, search, store
 from relnas.config import Config
 from relnas.population import Population
 from relnas.relax import temperature
@@ -112,11 +112,12 @@ class _Member:
 
 def search_population(configs: Sequence[Config], results_dir: str | Path | None = None, *,
                       mode: str = "eager", fresh: bool = False, progress: bool = False,
-                      checkpoint_interval: float = 0.0) -> list[str]:
+                      checkpoint_interval: float = 0.0) -> dict[str, str | None]:
     """Search ``configs`` (one group of :func:`groups`) as populations, leaving each member's
-    final search checkpoint in its run folder; returns the config hashes searched to the end.
-    A member whose folder another process holds is left to that process. ``fresh``: start
-    over, removing the members' checkpoints first (a recomputing plan). Checkpoints as
+    final search checkpoint in its run folder; returns the config hashes searched to the end,
+    each with the retrain key of the net its run will derive (:func:`retrain_key`). A member
+    whose folder another process holds is left to that process. ``fresh``: start over,
+    removing the members' checkpoints first (a recomputing plan). Checkpoints as
     :class:`relnas.runtime.Phase` writes them (``checkpoint_interval``)."""
     if mode not in MODES[1:]:
         raise ValueError(f"mode must be one of {MODES[1:]}, got {mode!r}")
@@ -138,7 +139,19 @@ def search_population(configs: Sequence[Config], results_dir: str | Path | None 
         waiting = [m for m in members if m.phase.epoch < m.cfg.epochs]
         for epoch in sorted({m.phase.epoch for m in waiting}):  # resumed members by epoch
             done += _run([m for m in waiting if m.phase.epoch == epoch], mode, progress)
-    return done
+        finished = set(done)
+        return {m.hash: retrain_key(m) for m in members if m.hash in finished}
+
+
+def retrain_key(member: _Member) -> str | None:
+    """The ``relnas.retrains`` key of the net that ``member``'s run derives from its final
+    search state (as ``relnas.search.search`` does from the checkpoint); None for a run that
+    retrains nothing. The plan trains one run of each key before the runs that copy it."""
+    if not member.cfg.retrain:
+        return None
+    with torch.no_grad():
+        mean = {k: w.detach().cpu() for k, w in member.parts.arch.mean().items()}
+    return retrains.key(member.cfg, search.discretize(member.cfg, member.parts.net, mean))
 
 
 def _start(cfg: Config, folder: Path, checkpoint_interval: float,
@@ -270,10 +283,11 @@ def _subset(state: dict, keep: list[int]) -> dict:
 
 def run_groups(configs: Sequence[Config], *, results_dir=None, mode: str = "eager",
                recompute: bool = False, progress: bool = False, pool=None,
-               workers: int = 1, checkpoint_interval: float = 0.0) -> set[str]:
-    """Search every population of ``configs`` (in ``pool`` when given); the hashes searched."""
+               workers: int = 1, checkpoint_interval: float = 0.0) -> dict[str, str | None]:
+    """Search every population of ``configs`` (in ``pool`` when given); the hashes searched,
+    each with its retrain key (:func:`search_population`)."""
     if mode == "off" or distributed.requested() > 1:  # under torchrun: one run at a time
-        return set()
+        return {}
     found = groups(configs, store.ResultsStore(results_dir), recompute=recompute,
                    parts=workers if pool is not None else 1)
     kw: dict[str, Any] = {"results_dir": results_dir, "mode": mode, "fresh": recompute,
@@ -282,8 +296,8 @@ def run_groups(configs: Sequence[Config], *, results_dir=None, mode: str = "eage
         done = pool.map(_search_group, found, [kw] * len(found))
     else:
         done = [_search_group(g, kw) for g in found]
-    return {h for hashes in done for h in hashes}
+    return {h: key for searched in done for h, key in searched.items()}
 
 
-def _search_group(configs: Sequence[Config], kw: dict[str, Any]) -> list[str]:
+def _search_group(configs: Sequence[Config], kw: dict[str, Any]) -> dict[str, str | None]:
     return search_population(configs, **kw)

@@ -10,7 +10,7 @@ import torch
 from torch.distributions import Dirichlet as DirichletDist
 from torch.nn import functional as F
 
-from relnas import popsearch, search
+from relnas import popsearch, search, store
 from relnas.bilevel import BilevelOptimizer
 from relnas.config import ConfigError, make_config
 from relnas.plans import run_all, run_experiment
@@ -269,3 +269,29 @@ def test_search_only_runs_keep_the_images_raw_with_the_same_numbers(tmp_path, is
                                      .tolist())
     for mode in ("eager", "off"):
         assert stored[True, mode] == stored[False, mode]
+
+
+def test_a_plan_trains_each_searched_net_once_and_its_repeats_after_it(tmp_path, isolated):
+    """After the populations the plan knows the retrain key of each search's derived net (the
+    key its run then stores) and queues the runs that repeat an earlier run's net last, so
+    that they copy its retrain. Here two groups differ only in ``random_samples`` (unused by a search):
+    each seed derives one net twice."""
+    class Recording:  # a pool that runs in order and records what it was given
+        def __init__(self):
+            self.calls = []
+
+        def map(self, fn, *args):
+            self.calls.append(list(args[0]))
+            return list(map(fn, *args))
+
+    configs = [boston(s, 0.0, random_samples=n) for s in (0, 1) for n in (2, 3)]
+    pool = Recording()
+    runs = run_all(configs, results_dir=tmp_path, pool=pool)
+    assert len(pool.calls) == 2 and len(pool.calls[0]) == 2  # the two populations, the runs
+    assert pool.calls[1] == [configs[0], configs[2], configs[1], configs[3]]
+    metrics = [json.loads(open(f"{d}/metrics.json").read()) for d in runs["run_dir"]]
+    searched = popsearch.run_groups(configs, results_dir=tmp_path / "again")
+    assert [searched[store.config_hash(c.to_dict())] for c in configs] \
+        == [m["retrain_key"] for m in metrics]
+    assert metrics[0]["retrain_key"] == metrics[1]["retrain_key"]
+    assert [m.get("retrain_from") is not None for m in metrics] == [False, True, False, True]
