@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -219,9 +220,7 @@ def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
                  if recompute or results.find(c.dataset, c.to_dict()) is None]
         for i in sorted(set(range(len(configs))) - set(order)):
             rows[i] = _run_row(configs[i], kws[i])
-        # Costly runs first, so that no worker is left with a long run at the end; a run
-        # whose searched net another run retrains goes after every first one, to copy it.
-        order = _repeats_last(sorted(order, key=lambda i: _cost_rank(configs[i])), keys)
+        order = _queue(order, configs, keys)
         done = pool.map(_run_row, [configs[i] for i in order], [kws[i] for i in order]) \
             if order else []
         for i, result in zip(order, _progress(done, progress, len(order))):
@@ -244,14 +243,19 @@ def _cost_rank(cfg: Config) -> int:
     return 2 if cfg.order == 2 else 3
 
 
-def _repeats_last(order: list[int], keys: list[str | None]) -> list[int]:
-    """``order`` with the runs whose retrain key (``keys[i]``, known after the populations)
-    an earlier run in it shares moved to its end: they copy that run's retrain (relnas.retrains)
-    instead of training the same net at the same time in another worker, as 20 nets of MNIST
-    from empty were, about 140 CPU-s."""
-    seen: set[str] = set()
-    firsts, repeats = [], []
+def _queue(order: list[int], configs: list[Config], keys: list[str | None]) -> list[int]:
+    """The pool's order of ``configs[i]``, ``i`` in ``order``: costly runs first (``_cost_rank``:
+    no worker left with a long run at the end); within a rank the seeds take turns, as runs
+    side by side run at the same time and only runs of one seed can retrain one net; last the
+    runs whose searched net (retrain key in ``keys``, known after the populations) an earlier
+    run retrains, to copy it (relnas.retrains; MNIST from empty trained 20 nets twice)."""
+    turns: dict[int, tuple[int, int]] = {}
+    taken: Counter = Counter()
     for i in order:
+        slot = (_cost_rank(configs[i]), configs[i].seed)
+        turns[i], taken[slot] = (slot[0], taken[slot]), taken[slot] + 1
+    seen, firsts, repeats = set(), [], []
+    for i in sorted(order, key=turns.__getitem__):  # stable: the plan's order within a turn
         (repeats if keys[i] in seen else firsts).append(i)
         if keys[i] is not None:
             seen.add(keys[i])

@@ -10,7 +10,7 @@ import torch
 from torch.distributions import Dirichlet as DirichletDist
 from torch.nn import functional as F
 
-from relnas import popsearch, search, store
+from relnas import plans, popsearch, search, store
 from relnas.bilevel import BilevelOptimizer
 from relnas.config import ConfigError, make_config
 from relnas.plans import run_all, run_experiment
@@ -274,8 +274,8 @@ def test_search_only_runs_keep_the_images_raw_with_the_same_numbers(tmp_path, is
 def test_a_plan_trains_each_searched_net_once_and_its_repeats_after_it(tmp_path, isolated):
     """After the populations the plan knows the retrain key of each search's derived net (the
     key its run then stores) and queues the runs that repeat an earlier run's net last, so
-    that they copy its retrain. Here two groups differ only in ``random_samples`` (unused by a search):
-    each seed derives one net twice."""
+    that they copy its retrain; within a cost rank the seeds take turns. Here two groups
+    differ only in ``random_samples`` (unused by a search): each seed derives one net twice."""
     class Recording:  # a pool that runs in order and records what it was given
         def __init__(self):
             self.calls = []
@@ -295,3 +295,10 @@ def test_a_plan_trains_each_searched_net_once_and_its_repeats_after_it(tmp_path,
         == [m["retrain_key"] for m in metrics]
     assert metrics[0]["retrain_key"] == metrics[1]["retrain_key"]
     assert [m.get("retrain_from") is not None for m in metrics] == [False, True, False, True]
+
+    # the queue alone: seed 0's second run repeats its first run's net; seed 1 takes turns
+    seeds = [boston(0, 0.0), boston(0, 1.0), boston(0, 10.0), boston(1, 0.0), boston(1, 1.0)]
+    keys = ["a", "a", None, "b", "c"]
+    assert plans._queue([0, 1, 2, 3, 4], seeds, keys) == [0, 3, 4, 2, 1]
+    second_order = boston(1, 0.0, order=2, xi=0.01)  # a costlier rank goes first
+    assert plans._queue([0, 1, 2], [*seeds[:2], second_order], ["a", "a", "d"]) == [2, 0, 1]
