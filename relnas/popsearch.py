@@ -145,13 +145,13 @@ def search_population(configs: Sequence[Config], results_dir: str | Path | None 
 
 def retrain_key(member: _Member) -> str | None:
     """The ``relnas.retrains`` key of the net that ``member``'s run derives from its final
-    search state (as ``relnas.search.search`` does from the checkpoint); None for a run that
-    retrains nothing. The plan trains one run of each key before the runs that copy it."""
+    search state (``relnas.search.derived``, as the run does from the checkpoint); None for a
+    run that retrains nothing. The plan trains one run of each key before the runs that copy
+    it."""
     if not member.cfg.retrain:
         return None
-    with torch.no_grad():
-        mean = {k: w.detach().cpu() for k, w in member.parts.arch.mean().items()}
-    return retrains.key(member.cfg, search.discretize(member.cfg, member.parts.net, mean))
+    return retrains.key(member.cfg, search.derived(member.cfg, member.parts.net,
+                                                   member.parts.arch))
 
 
 def _start(cfg: Config, folder: Path, checkpoint_interval: float,

@@ -60,6 +60,13 @@ def discretize(cfg: Config, net: nn.Module, weights: dict[str, torch.Tensor]) ->
     return genotype
 
 
+def derived(cfg: Config, net: nn.Module, arch: Architecture) -> Genotype:
+    """The genotype a search ends with: its mean structure, discretized."""
+    with torch.no_grad():
+        mean = {k: w.detach().cpu() for k, w in arch.mean().items()}
+    return discretize(cfg, net, mean)
+
+
 @dataclass
 class Searched:
     """The state at the end of a search: the supernet, its structure and weight prior."""
@@ -87,9 +94,7 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
     final = Phase(run_dir, "search").path
     if cfg.learned_precision and distributed.is_main() and final.is_file():
         store.atomic_write_bytes(Path(run_dir) / SEARCHED, final.read_bytes())
-    with torch.no_grad():
-        mean = {k: w.detach().cpu() for k, w in done.arch.mean().items()}
-    genotype = discretize(cfg, done.net, mean)
+    genotype = derived(cfg, done.net, done.arch)
     extras = {"precisions": done.prior.precisions(),
               "decisiveness": {**{f"{k}_start": v for k, v in done.start.items()},
                                **{f"{k}_end": v for k, v in decisiveness(done.arch).items()}},
