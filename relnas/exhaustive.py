@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import math
+
+from relnas import fast, nets, runtime, search, store, train
 from relnas.genotype import Genotype
 from relnas.space import MLPSupernet
 
@@ -47,3 +49,29 @@ def genotypes(net: MLPSupernet, limit: int = LIMIT) -> list[Genotype]:
     from relnas.derive import connected
     return [connected(base.with_edges({"dag": list(pick)}))
             for pick in itertools.product(*choices(net))]
+
+
+def run(cfg, task, device, run_dir, kw):
+    """``method="exhaustive"`` of ``relnas.experiment``: every architecture of the space
+    (:func:`genotypes`), each retrained as a derived net (seed ``cfg.seed + 1``), one row each
+    in ``exhaustive.csv``; the metrics are those of the best on validation. Resumes architecture by architecture (each is a phase)."""
+    listed = genotypes(search.build_supernet(cfg, task))
+    rows, seconds = [], 0.0
+    for i, genotype in enumerate(listed):
+        runtime.seed_everything(cfg.seed + 1)
+        model = fast.prepare(train.build_derived(cfg, genotype), cfg, device)
+        metrics, _, s = train.fit(model, cfg, task, run_dir, f"arch{i}", cfg.retrain_epochs,
+                                  checkpoint_interval=kw["checkpoint_interval"])
+        seconds += s
+        rows.append({"index": i, "params": nets.count_parameters(model),
+                     "valid_metric": metrics["valid_metric"], "test_metric": metrics["test_metric"],
+                     "genotype": genotype.to_json(indent=None)})
+    store.write_csv(run_dir / ROWS, rows)
+    sign = 1 if task.metric == "rmse" else -1
+    best = min(rows, key=lambda r: (sign * r["valid_metric"], r["params"]))
+    genotype = listed[best["index"]]
+    store.write_json(run_dir / store.GENOTYPE, genotype.to_dict())
+    metrics = {"valid_metric": best["valid_metric"], "test_metric": best["test_metric"],
+               "params": best["params"], "genotype": genotype.to_dict(),
+               "architectures": len(rows)}
+    return metrics, [], (0.0, seconds)

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from relnas import distributed, fast, nets, retrains, runtime, search, store, train
+from relnas import distributed, exhaustive, fast, nets, retrains, runtime, search, store, train
 from relnas.config import Config, ConfigError, make_config
 from relnas.devices import resolve_device
 
@@ -106,7 +106,7 @@ def compute(cfg: Config, run_dir: Path, *, progress: bool = False,
     task = train.Task(cfg, device)
     _check_batches(cfg, task)
     method = {"expert": _expert, "search": _search, "random": _random, "prune": _prune,
-              "exhaustive": _exhaustive}
+              "exhaustive": exhaustive.run}
     kw = {"progress": progress, "checkpoint_interval": checkpoint_interval}
     metrics, history, times = method[cfg.method](cfg, task, device, Path(run_dir), kw)
     metrics.update(metric=task.metric, device=runtime.device_name(device),
@@ -235,33 +235,6 @@ def _random_genotype(cfg, supernet, specs, generator):
             return genotype
     raise ValueError(f"no random cell of at most {cfg.param_budget} parameters in "
                      f"{BUDGET_DRAWS} draws")
-
-
-def _exhaustive(cfg, task, device, run_dir, kw):
-    """Every architecture of the space (``relnas.exhaustive``), each retrained as a derived net
-    (seed ``cfg.seed + 1``), one row each in ``exhaustive.csv``; the metrics are those of the
-    best on validation. Resumes architecture by architecture (each is a phase)."""
-    from relnas import exhaustive
-    listed = exhaustive.genotypes(search.build_supernet(cfg, task))
-    rows, seconds = [], 0.0
-    for i, genotype in enumerate(listed):
-        runtime.seed_everything(cfg.seed + 1)
-        model = fast.prepare(train.build_derived(cfg, genotype), cfg, device)
-        metrics, _, s = train.fit(model, cfg, task, run_dir, f"arch{i}", cfg.retrain_epochs,
-                                  checkpoint_interval=kw["checkpoint_interval"])
-        seconds += s
-        rows.append({"index": i, "params": nets.count_parameters(model),
-                     "valid_metric": metrics["valid_metric"], "test_metric": metrics["test_metric"],
-                     "genotype": genotype.to_json(indent=None)})
-    store.write_csv(run_dir / exhaustive.ROWS, rows)
-    sign = 1 if task.metric == "rmse" else -1
-    best = min(rows, key=lambda r: (sign * r["valid_metric"], r["params"]))
-    genotype = listed[best["index"]]
-    store.write_json(run_dir / store.GENOTYPE, genotype.to_dict())
-    metrics = {"valid_metric": best["valid_metric"], "test_metric": best["test_metric"],
-               "params": best["params"], "genotype": genotype.to_dict(),
-               "architectures": len(rows)}
-    return metrics, [], (0.0, seconds)
 
 
 def magnitude_masks(model: nn.Module, keep: int) -> dict[str, torch.Tensor]:
