@@ -66,17 +66,17 @@ def _stored(cfg: Config, results: store.ResultsStore, work, recompute: bool,
             wait: float, fresh: bool) -> dict[str, Any]:
     """The stored result of ``cfg``, computed with ``work(folder, fresh)`` when missing."""
     if not recompute and (hit := results.load(cfg.dataset, cfg.to_dict())) is not None:
-        _drop_checkpoints(Path(hit["dir"]), results.root)  # left by a process that died late
+        drop_checkpoints(Path(hit["dir"]), results.root)  # left by a process that died late
         return {**hit, "cached": True}
     check_results_dir(results)
     result = results.run(cfg.dataset, cfg.to_dict(), lambda folder: work(folder, fresh),
                          recompute=recompute, wait=wait)
     if not result["cached"]:  # finished: the checkpoints only served resuming
-        _drop_checkpoints(Path(result["dir"]), results.root)
+        drop_checkpoints(Path(result["dir"]), results.root)
     return result
 
 
-def _drop_checkpoints(run_dir: Path, write_root: Path) -> None:
+def drop_checkpoints(run_dir: Path, write_root: Path) -> None:
     """Remove the checkpoints of a finished run in the write root (read-only roots are left)."""
     if not run_dir.resolve().is_relative_to(Path(write_root).resolve()):
         return
@@ -93,21 +93,25 @@ def check_results_dir(results: store.ResultsStore) -> None:
 
 
 def compute(cfg: Config, run_dir: Path, *, progress: bool = False,
-            checkpoint_interval: float = 0.0, fresh: bool = False
+            checkpoint_interval: float = 0.0, fresh: bool = False,
+            task: train.Task | None = None, searched: tuple | None = None
             ) -> tuple[dict[str, Any], list[dict]]:
     """Compute ``cfg`` into ``run_dir``; returns (metrics, history rows).
 
     ``fresh``: start from scratch, ignoring checkpoints left by an earlier (older) run.
+    ``task`` and ``searched``: the run's data and its search, finished in this process
+    (``relnas.search.finish``; a population's member, ``relnas.popsearch``).
     """
     if fresh:
         for checkpoint in Path(run_dir).glob("checkpoint_*.pt"):
             checkpoint.unlink()
     device = runtime.setup(cfg)
-    task = train.Task(cfg, device)
+    task = train.Task(cfg, device) if task is None else task
     _check_batches(cfg, task)
     method = {"expert": _expert, "search": _search, "random": _random, "prune": _prune,
               "exhaustive": exhaustive.run}
-    kw = {"progress": progress, "checkpoint_interval": checkpoint_interval}
+    kw = {"progress": progress, "checkpoint_interval": checkpoint_interval,
+          **({} if searched is None else {"searched": searched})}
     metrics, history, times = method[cfg.method](cfg, task, device, Path(run_dir), kw)
     metrics.update(metric=task.metric, device=runtime.device_name(device),
                    torch_version=torch.__version__, n_train=task.n_train,
@@ -181,7 +185,9 @@ def _counted(cfg, task, run_dir, genotype) -> dict[str, Any]:
 
 
 def _search(cfg, task, device, run_dir, kw):
-    genotype, extras, history, search_s = search.search(cfg, task, device, run_dir, **kw)
+    kw = dict(kw)
+    found = kw.pop("searched", None) or search.search(cfg, task, device, run_dir, **kw)
+    genotype, extras, history, search_s = found
     store.write_json(run_dir / store.TRAJECTORY, extras["trajectory"])
     store.write_json(run_dir / store.PRECISIONS, extras["precisions"])
     if not cfg.retrain:  # derive and count only (claim 1's size seeds): no test metric

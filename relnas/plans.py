@@ -23,7 +23,6 @@ from relnas.config import RELAXATIONS, Config, ConfigError, make_config
 from relnas.grid import ARD_LAMBDAS, LAMBDAS, as_list, check_grid, check_size_seeds
 from relnas.rules import check_execution
 from relnas.experiment import check_results_dir, run
-from relnas.store import RunLockedError
 from relnas.runtime import worker_pool
 from relnas.profiles import (CELL_OVERRIDES, EXPERTS_FOR, PRUNED_EXPERT, RELNAS_SIMPLEX,
                              SECOND_SPACE, SIMPLEX_SUFFIX, EXTRA_SWEEP_SIMPLICES, base_config,
@@ -176,7 +175,7 @@ def _run_row(cfg: Config, kw: dict[str, Any]) -> dict[str, Any] | None:
     """The runs-table row of ``cfg``; None when another process is computing it (come back)."""
     try:
         return row(run(cfg, **kw))
-    except RunLockedError:
+    except store.RunLockedError:
         return None
 
 
@@ -190,15 +189,14 @@ def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
     left for last and then waited for, up to ``wait`` seconds each (``RunLockedError`` after);
     its lock dies with that process, so a crashed holder never blocks the wait.
 
-    ``workers`` > 1 runs configs in that many separate processes (spawned, so each has its own
-    torch threads): on 2 cores, 2 workers with ``threads=1`` configs halve the wall time of
-    small runs. Each run's own times are measured inside its process. ``pool``: an open
-    :func:`worker_pool` or a cluster's (``relnas.cluster.pool``) instead of starting one.
+    ``workers`` > 1 runs configs in that many separate (spawned) processes: on 2 cores, 2
+    workers with ``threads=1`` configs halve the wall time of small runs; each run's times are
+    its process's. ``pool``: an open :func:`worker_pool` or a cluster's instead of one.
 
     ``population``: the MLP searches that differ only in seed and lambda first run together
     as populations (``relnas.popsearch``; ``"eager"`` vmap, ``"compiled"`` also under
     torch.compile, ``"off"`` one by one); each config then resumes its search's last
-    checkpoint, derives and retrains as usual.
+    checkpoint, derives and retrains as usual (one that retrains nothing is stored already).
     """
     configs = list(configs)
     kw = {"results_dir": results_dir, "checkpoint_interval": checkpoint_interval,
@@ -211,13 +209,15 @@ def run_all(configs: Iterable[Config], *, results_dir: str | Path | None = None,
                                     recompute=recompute, progress=progress, pool=pool,
                                     workers=workers, checkpoint_interval=checkpoint_interval)
     hashes = [store.config_hash(c.to_dict()) for c in configs]
-    kws = [{**kw, "resume": h in searched} for h in hashes]
+    stored = {h for h, key in searched.items() if key is None}  # by their population
+    kws = [{**kw, "resume": h in searched, "recompute": recompute and h not in stored}
+           for h in hashes]
     keys = [searched.get(h) for h in hashes]  # retrain keys of the searched runs
     rows: list[dict[str, Any] | None] = [None] * len(configs)
     if pool is not None:  # stored runs read here, the others in the pool (started if any)
         results = store.ResultsStore(results_dir)
         order = [i for i, c in enumerate(configs)
-                 if recompute or results.find(c.dataset, c.to_dict()) is None]
+                 if kws[i]["recompute"] or results.find(c.dataset, c.to_dict()) is None]
         for i in sorted(set(range(len(configs))) - set(order)):
             rows[i] = _run_row(configs[i], kws[i])
         order = _queue(order, configs, keys)

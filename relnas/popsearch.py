@@ -5,10 +5,11 @@ epoch (at most every ``SAVE_RATIO`` times the seconds the last one took, and aft
 population writes each member's search checkpoint in the very format of a single run
 (``relnas.search``) into the member's run folder; when the plan then runs each config
 (``relnas.experiment.run``), its search resumes from that checkpoint at the last epoch and goes
-on to derive and retrain. So the results store is unchanged (one folder per config), a stopped
-population resumes (as a population, or run by run), and a member whose numbers turn non-finite
-leaves the population at its last good epoch (its own run then meets the failure and reports
-it). Each member is counted ``1 / P`` of the population's step time, plus its own evaluations.
+on to derive and retrain; a run that retrains nothing the population stores itself
+(:func:`stores`). So the results store is unchanged (one folder per config), a stopped
+population resumes (as a population, or run by run), and a member whose numbers turn
+non-finite leaves the population at its last good epoch (its own run then meets the failure
+and reports it). Each member is counted ``1 / P`` of the step time, plus its own evaluations.
 
 The members' random draws come from generators that continue each one's global RNG stream as a
 single run would (seeded, supernet built, checkpoint restored), and the stream's state at the
@@ -18,6 +19,7 @@ tolerance (tests/test_population.py).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import re
@@ -29,18 +31,17 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from relnas import datasets, distributed, retrains, runtime, search, store
+from relnas import datasets, distributed, experiment, retrains, runtime, search, store
 from relnas.config import Config
 from relnas.population import Population
 from relnas.relax import temperature
 from relnas.train import Task
 
 MODES = ("off", "eager", "compiled")  # how a plan runs its MLP searches (plans.run_all)
-# A population checkpoints all its members together, at most every SAVE_RATIO times the
-# seconds its last checkpoint took and no more often than the checkpoint interval (interval 0:
-# after its first epoch, which costs nothing yet), and always after its last epoch:
-# every epoch (interval 0) cost a Boston population of 125 42 % of its time, MNIST's of 25 13 %
-# (2026-12-07, BENCHMARKS.md). A stopped population loses at most that much more work.
+# A population checkpoints its members together, at most every SAVE_RATIO times the seconds its
+# last checkpoint took, no more often than the checkpoint interval (0: after its first epoch,
+# which costs nothing yet) and after its last epoch (:func:`stores`): every epoch cost a Boston
+# population of 125 42 % of its time, MNIST's of 25 13 % (2026-12-07, BENCHMARKS.md).
 SAVE_RATIO = 10.0
 FREE = ("seed", "lam")  # the fields in which the members of one population may differ
 # The most members of one population: the plans' populations of 5 seeds x 5 lambdas. With
@@ -114,11 +115,12 @@ def search_population(configs: Sequence[Config], results_dir: str | Path | None 
                       mode: str = "eager", fresh: bool = False, progress: bool = False,
                       checkpoint_interval: float = 0.0) -> dict[str, str | None]:
     """Search ``configs`` (one group of :func:`groups`) as populations, leaving each member's
-    final search checkpoint in its run folder; returns the config hashes searched to the end,
-    each with the retrain key of the net its run will derive (:func:`retrain_key`). A member
-    whose folder another process holds is left to that process. ``fresh``: start over,
-    removing the members' checkpoints first (a recomputing plan). Checkpoints as
-    :class:`relnas.runtime.Phase` writes them (``checkpoint_interval``)."""
+    final search checkpoint in its run folder, or its run stored (:func:`stores`); returns the
+    config hashes searched to the end, each with the retrain key of the net its run will
+    derive (:func:`retrain_key`; None: stored). A member whose folder another process holds
+    is left to that process. ``fresh``: start over, removing the members' checkpoints first (a
+    recomputing plan). Checkpoints as :class:`relnas.runtime.Phase` writes them
+    (``checkpoint_interval``)."""
     if mode not in MODES[1:]:
         raise ValueError(f"mode must be one of {MODES[1:]}, got {mode!r}")
     results = store.ResultsStore(results_dir)
@@ -139,8 +141,27 @@ def search_population(configs: Sequence[Config], results_dir: str | Path | None 
         waiting = [m for m in members if m.phase.epoch < m.cfg.epochs]
         for epoch in sorted({m.phase.epoch for m in waiting}):  # resumed members by epoch
             done += _run([m for m in waiting if m.phase.epoch == epoch], mode, progress)
-        finished = set(done)
-        return {m.hash: retrain_key(m) for m in members if m.hash in finished}
+        finished = [m for m in members if m.hash in set(done)]
+        for m in [m for m in finished if stores(m.cfg)]:
+            _store(m, results)
+        return {m.hash: retrain_key(m) for m in finished}
+
+
+def stores(cfg: Config) -> bool:
+    """Whether a population stores its member ``cfg``'s run: one that retrains nothing would
+    only read the last checkpoint back and count the derived net (0.1-0.2 s a run, 500 size
+    seeds a notebook); that checkpoint is then written only for a learned A's searched.pt."""
+    return not cfg.retrain
+
+
+def _store(m: _Member, results: store.ResultsStore) -> None:
+    """The run of ``m`` (:func:`stores`) from its finished search, as ``experiment.run`` would
+    store it; the population holds the run's lock."""
+    folder = results.run_dir(m.cfg.dataset, m.cfg.to_dict())
+    found = search.finish(m.cfg, folder, search.searched(m.parts, m.phase))
+    store.write_run(folder, m.cfg.to_dict(),
+                    lambda f: experiment.compute(m.cfg, f, task=m.task, searched=found))
+    experiment.drop_checkpoints(folder, results.root)
 
 
 def retrain_key(member: _Member) -> str | None:
@@ -148,7 +169,7 @@ def retrain_key(member: _Member) -> str | None:
     search state (``relnas.search.derived``, as the run does from the checkpoint); None for a
     run that retrains nothing. The plan trains one run of each key before the runs that copy
     it."""
-    if not member.cfg.retrain:
+    if stores(member.cfg):
         return None
     return retrains.key(member.cfg, search.derived(member.cfg, member.parts.net,
                                                    member.parts.arch))
@@ -252,16 +273,18 @@ def _run(members: list[_Member], mode: str, progress: bool) -> list[str]:
         keep = [i for i in range(len(members))
                 if all(math.isfinite(means[k][i]) for k in means)]
         ended = time.perf_counter()
-        due = epoch + 1 == cfg.epochs or ended - saved_at >= max(interval, SAVE_RATIO * cost)
+        last = epoch + 1 == cfg.epochs
+        due = last or ended - saved_at >= max(interval, SAVE_RATIO * cost)
         for i in keep:
             m = members[i]
+            save = due and not (last and stores(m.cfg) and not m.cfg.learned_precision)
             _hand_over(state, i, m, everything=due)
             runtime.set_rng_state(m.rng_state())  # what the checkpoint stores
             with warnings.catch_warnings():  # its weights were stepped here, not by w_optimizer
                 warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler"))
                 search.end_epoch(m.cfg, m.task, m.phase, m.parts, epoch, tau,
                                  {k: means[k][i] for k in means},
-                                 time.perf_counter() - seconds / len(members), save=due)
+                                 time.perf_counter() - seconds / len(members), save=save)
         if due:
             saved_at = time.perf_counter()
             cost = saved_at - ended
@@ -292,12 +315,6 @@ def run_groups(configs: Sequence[Config], *, results_dir=None, mode: str = "eage
                    parts=workers if pool is not None else 1)
     kw: dict[str, Any] = {"results_dir": results_dir, "mode": mode, "fresh": recompute,
                           "progress": progress, "checkpoint_interval": checkpoint_interval}
-    if pool is not None and len(found) > 1:
-        done = pool.map(_search_group, found, [kw] * len(found))
-    else:
-        done = [_search_group(g, kw) for g in found]
+    one = functools.partial(search_population, **kw)
+    done = pool.map(one, found) if pool is not None and len(found) > 1 else map(one, found)
     return {h: key for searched in done for h, key in searched.items()}
-
-
-def _search_group(configs: Sequence[Config], kw: dict[str, Any]) -> dict[str, str | None]:
-    return search_population(configs, **kw)

@@ -177,12 +177,13 @@ class Phase:
 
     def save(self, modules: dict[str, Any], *, last: bool = False,
              due: bool | None = None) -> None:
-        """Checkpoint after an epoch: when ``due`` (a caller's own schedule: a population's),
-        else every epoch (``interval`` 0) or when ``interval`` seconds have passed since the
-        last save; always after the last epoch."""
+        """Checkpoint after an epoch: when ``due`` (a caller's own schedule: a population's,
+        which stores some runs itself after their last epoch), else after the last epoch,
+        every epoch (``interval`` 0) or when ``interval`` seconds have passed since the last
+        save."""
         if due is None:
-            due = time.monotonic() - self._saved_at >= self.interval
-        if not (last or due):
+            due = last or time.monotonic() - self._saved_at >= self.interval
+        if not due:
             return
         self._saved_at = time.monotonic()
         save_checkpoint(self.path, {

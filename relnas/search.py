@@ -90,7 +90,15 @@ def search(cfg: Config, task: Task, device: torch.device, run_dir: Path, progres
            checkpoint_interval: float = 0.0
            ) -> tuple[Genotype, dict[str, Any], list[dict], float]:
     """The bilevel search (method.md 2-3); returns (genotype, extras, history, seconds)."""
-    done = run_search(cfg, task, device, run_dir, progress, checkpoint_interval)
+    return finish(cfg, run_dir, run_search(cfg, task, device, run_dir, progress,
+                                           checkpoint_interval))
+
+
+def finish(cfg: Config, run_dir: Path, done: Searched
+           ) -> tuple[Genotype, dict[str, Any], list[dict], float]:
+    """What :func:`search` returns of the finished search ``done``: its genotype, the extras
+    (precisions, decisiveness at the start and end, trajectory), history and seconds; a
+    learned-A search's last checkpoint kept as ``searched.pt``."""
     final = Phase(run_dir, "search").path
     if cfg.learned_precision and distributed.is_main() and final.is_file():
         store.atomic_write_bytes(Path(run_dir) / SEARCHED, final.read_bytes())
@@ -177,6 +185,11 @@ def run_search(cfg: Config, task: Task, device: torch.device, run_dir: Path,
     if parts.opt.collective is not None:  # the same structure on every rank, by construction
         parts.opt.collective.check_same([*parts.arch.parameters(), *parts.prior.parameters()],
                                         "structure")
+    return searched(parts, phase)
+
+
+def searched(parts: Parts, phase: Phase) -> Searched:
+    """The state of the search on ``parts`` whose ``phase`` has run its epochs."""
     return Searched(parts.net, parts.arch, parts.prior, phase.history, phase.elapsed,
                     phase.extra["trajectory"], phase.extra["start"])
 

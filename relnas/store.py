@@ -226,22 +226,31 @@ class ResultsStore:
                 if cached is not None:
                     cached["cached"] = True
                     return cached
-            if (folder / METRICS).exists():
-                os.unlink(folder / METRICS)  # stale or failed: not finished until rewritten
-            for stale in folder.glob(".*.tmp"):  # a killed writer's temp file; we hold the lock
-                stale.unlink(missing_ok=True)
-            write_json(folder / CONFIG, dict(config))
-            try:
-                metrics, history = compute(folder)
-            except BaseException as exc:
-                write_json(folder / METRICS, {"status": "failed",
-                                              "error": f"{type(exc).__name__}: {exc}"})
-                raise
-            write_csv(folder / HISTORY, history)
-            write_json(folder / METRICS, {**metrics, "status": "ok"})
+            write_run(folder, config, compute)
         result = load_run(folder)
         result["cached"] = False
         return result
+
+
+def write_run(folder: Path, config: Mapping[str, Any],
+              compute: Callable[[Path], tuple[Mapping[str, Any], list[Mapping[str, Any]]]]
+              ) -> None:
+    """Compute the run of ``config`` into ``folder``, whose lock (:func:`run_lock`) the caller
+    holds: ``config.json`` first, then ``compute(folder)``'s history and, last, its metrics
+    (``status`` ok; failed, with the error, when ``compute`` raises)."""
+    if (folder / METRICS).exists():
+        os.unlink(folder / METRICS)  # stale or failed: not finished until rewritten
+    for stale in folder.glob(".*.tmp"):  # a killed writer's temp file; we hold the lock
+        stale.unlink(missing_ok=True)
+    write_json(folder / CONFIG, dict(config))
+    try:
+        metrics, history = compute(folder)
+    except BaseException as exc:
+        write_json(folder / METRICS, {"status": "failed",
+                                      "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    write_csv(folder / HISTORY, history)
+    write_json(folder / METRICS, {**metrics, "status": "ok"})
 
 
 def finished(folder: Path) -> bool:

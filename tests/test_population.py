@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -302,3 +303,39 @@ def test_a_plan_trains_each_searched_net_once_and_its_repeats_after_it(tmp_path,
     assert plans._queue([0, 1, 2, 3, 4], seeds, keys) == [0, 3, 4, 2, 1]
     second_order = boston(1, 0.0, order=2, xi=0.01)  # a costlier rank goes first
     assert plans._queue([0, 1, 2], [*seeds[:2], second_order], ["a", "a", "d"]) == [2, 0, 1]
+
+
+def test_a_population_stores_the_runs_that_retrain_nothing(tmp_path, isolated, monkeypatch):
+    """A size seed's run (retrain=False) is stored by its population, as the run would store it
+    from the search's last checkpoint, and no checkpoint is left or searched again, also when
+    the plan recomputes; a learned A's search-only run still keeps its searched.pt."""
+    configs = [boston(s, lam, retrain=False) for s in (0, 1) for lam in (0.0, 1.0)]
+    learned = {"retrain": False, "learned_precision": True, "order": 2, "xi": 0.01}
+    configs += [boston(0, 1.0), boston(1, 1.0, **learned), boston(2, 1.0, **learned)]
+    searched_alone = []
+    real_run_search = search.run_search
+    monkeypatch.setattr(search, "run_search", lambda cfg, *a, **kw: (
+        searched_alone.append(cfg.seed), real_run_search(cfg, *a, **kw))[1])
+    runs = run_all(configs, results_dir=tmp_path / "a")
+    assert searched_alone == [0]  # the one that retrains resumes its checkpoint, as before
+    again = run_all(configs, results_dir=tmp_path / "a", recompute=True)
+    assert searched_alone == [0, 0]
+    monkeypatch.setattr(popsearch, "stores", lambda cfg: False)  # the runs from checkpoints
+    through = run_all(configs, results_dir=tmp_path / "b")
+    assert len(searched_alone) == 2 + len(configs)
+    timed = ("search_time_s", "retrain_time_s", "total_time_s", "train_s", "eval_s")
+    folders = [[Path(d) for d in r["run_dir"]] for r in (runs, again, through)]
+    for a, b, c in zip(*folders):
+        assert not list(a.glob("checkpoint_*")) and not list(c.glob("checkpoint_*"))
+        assert (a / "searched.pt").is_file() == (c / "searched.pt").is_file()
+        for name in ("metrics.json", "history.csv", "genotype.json", "trajectory.json",
+                     "precisions.json", "config.json"):
+            read = store.read_json if name.endswith(".json") else read_csv
+            found = [read(d / name) for d in (a, b, c)]
+            if name == "metrics.json":
+                found = [{k: v for k, v in m.items() if k not in timed} for m in found]
+            if name == "history.csv":
+                found = [[{k: v for k, v in r.items() if k not in timed} for r in h]
+                         for h in found]
+            assert found[0] == found[1] == found[2], (a, name)
+    assert (folders[0][6] / "searched.pt").is_file()
