@@ -113,3 +113,12 @@ def test_matmul_rate_prints_a_rate_per_product(tmp_path):
     rows = [line.split("|") for line in proc.stdout.splitlines() if line.startswith("| ")]
     rates = {r[1].strip(): float(r[2]) for r in rows[1:]}  # past the header
     assert len(rates) == 6 and all(v > 0 for v in rates.values())
+
+
+def test_size_seeds_times_a_population_that_stores_its_runs(tmp_path):
+    proc = _script("size_seeds.py", "--dataset", "boston", "--epochs", "1", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = [line for line in proc.stdout.splitlines() if line.startswith("| ")][-1]
+    population, checkpoints, storing, runs, total = map(float, row.strip("|").split("|"))
+    assert "125 searches of 1 epochs" in proc.stdout
+    assert storing > 0 and population >= storing and total >= population + runs - 0.1
